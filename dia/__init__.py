@@ -1,0 +1,1 @@
+"""DIA reference pipeline."""

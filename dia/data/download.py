@@ -1,0 +1,137 @@
+"""Resumable, checksummed HTTP downloads with the standard library only.
+
+Dataset archives are large and clusters drop connections, so a download goes to ``<dest>.part``,
+resumes from it with an HTTP Range request, and is renamed onto ``dest`` only once its size and
+md5 are verified: ``dest`` is either absent or complete and correct.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from http.client import HTTPException, HTTPResponse
+from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
+
+from tqdm import tqdm
+
+from dia.errors import DiaError
+from dia.io import file_digest
+
+_CHUNK = 1 << 16
+_LOCAL_PATH_HINT = (
+    "check the network and re-run (the download resumes), or fetch the file by hand and point "
+    "the dataset's local_path option (datasets.<name>.local_path) at it"
+)
+
+
+def download(
+    url: str,
+    dest: Path,
+    *,
+    md5: str | None = None,
+    size: int | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``url`` to ``dest`` unless ``dest`` already passes the given checks.
+
+    ``size`` (bytes) and ``md5`` are verified when given; a partial ``.part`` file left by an
+    interrupted run is resumed. Raises :class:`DiaError` on network errors and checksum mismatch.
+    """
+    dest = Path(dest)
+    if dest.exists() and _verified(dest, md5, size):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_suffix(dest.suffix + ".part")
+    try:
+        expected = _fetch(url, part, size, timeout, dest.name)
+    except (URLError, HTTPException, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DiaError(f"could not download {url}: {reason}; {_LOCAL_PATH_HINT}") from exc
+    _check_part(part, url, size if size is not None else expected, md5, dest)
+    os.replace(part, dest)
+    return dest
+
+
+def _verified(path: Path, md5: str | None, size: int | None) -> bool:
+    if size is not None and path.stat().st_size != size:
+        return False
+    return md5 is None or file_digest(path, "md5") == md5
+
+
+def _fetch(url: str, part: Path, size: int | None, timeout: float, name: str) -> int | None:
+    """Fill ``part`` from ``url``, resuming when possible; return the announced total size."""
+    offset = part.stat().st_size if part.exists() else 0
+    if size is not None and offset > size:
+        part.unlink()
+        offset = 0
+    if offset and offset == size:
+        return size
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    try:
+        response = urlopen(Request(url, headers=headers), timeout=timeout)
+    except HTTPError as exc:
+        if exc.code != 416 or not offset:
+            raise
+        # The server cannot serve the requested tail: the .part is not a prefix we can trust.
+        part.unlink()
+        return _fetch(url, part, size, timeout, name)
+    with response:
+        if offset and response.status != 206:
+            offset = 0  # the server ignored Range and sends the whole file: restart cleanly
+        elif offset and _range_start(response) != offset:
+            response.close()
+            part.unlink()
+            return _fetch(url, part, size, timeout, name)
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else size
+        with (
+            open(part, "ab" if offset else "wb") as f,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=name,
+                file=sys.stderr,
+                mininterval=1.0,
+            ) as bar,
+        ):
+            while chunk := response.read(_CHUNK):
+                f.write(chunk)
+                bar.update(len(chunk))
+    return total
+
+
+def _range_start(response: HTTPResponse) -> int | None:
+    """First byte offset of a 206 response (``Content-Range: bytes START-END/TOTAL``)."""
+    value = response.headers.get("Content-Range", "")
+    unit, _, spec = value.partition(" ")
+    start = spec.split("-", 1)[0]
+    return int(start) if unit == "bytes" and start.isdigit() else None
+
+
+def _check_part(part: Path, url: str, size: int | None, md5: str | None, dest: Path) -> None:
+    actual_size = part.stat().st_size
+    if size is not None and actual_size < size:
+        raise DiaError(
+            f"download of {url} stopped at {actual_size} of {size} bytes ({part}); "
+            f"re-run to resume it"
+        )
+    if size is not None and actual_size > size:
+        part.unlink()
+        raise DiaError(
+            f"{dest.name} from {url} has {actual_size} bytes, expected {size}; the partial file "
+            f"was deleted, re-run to download it again"
+        )
+    if md5 is not None:
+        actual = file_digest(part, "md5")
+        if actual != md5:
+            part.unlink()
+            raise DiaError(
+                f"{dest.name} from {url} has md5 {actual}, expected {md5}; the download was "
+                f"deleted: re-run to download it again, or if this persists fetch the file by "
+                f"hand and set the dataset's local_path option"
+            )

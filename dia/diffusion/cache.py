@@ -1,0 +1,81 @@
+"""Precomputed dissolved images, so contrastive training never runs the diffusion model.
+
+The cache holds D(x, t) at the model's resolution for every normal training image and every t of
+a grid ``t_min, t_min + stride, ..., <= t_max``. Training then costs one gather and one resize per
+view instead of a Unet forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dia.config import DissolveConfig
+from dia.diffusion.dissolve import Dissolver
+from dia.errors import DiaError
+from dia.io import atomic_path
+
+
+def t_grid(cfg: DissolveConfig) -> np.ndarray:
+    return np.arange(cfg.t_min, cfg.t_max + 1, cfg.cache_t_stride, dtype=np.int64)
+
+
+def build_cache(
+    dissolver: Dissolver, images: torch.Tensor, ids: np.ndarray, dest: Path, *, device: str = "cpu"
+) -> None:
+    """Dissolve ``images`` (N, 3, H, W) at every grid t and write ``dest`` (npz) atomically."""
+    grid = t_grid(dissolver.cfg)
+    r = dissolver.cfg.resolution
+    out = np.empty((len(images), len(grid), 3, r, r), dtype=np.float32)
+    bs = dissolver.cfg.batch_size
+    total = len(grid) * ((len(images) + bs - 1) // bs)
+    with tqdm(total=total, desc="dissolve cache", dynamic_ncols=True) as bar:
+        for g, t in enumerate(grid):
+            for start in range(0, len(images), bs):
+                x = images[start : start + bs].to(device)
+                ts = torch.full((len(x),), int(t), dtype=torch.long)
+                out[start : start + len(x), g] = dissolver.dissolve_small(x, ts).cpu().numpy()
+                bar.update(1)
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            dissolved=out,
+            t_grid=grid,
+            ids=ids.astype(str),
+            config=np.array(repr(dissolver.cfg.to_dict())),
+        )
+
+
+@dataclass(frozen=True)
+class DissolveCache:
+    """Lookup of cached dissolved images by (image index, t)."""
+
+    dissolved: torch.Tensor
+    t_grid: torch.Tensor
+    ids: np.ndarray
+
+    @classmethod
+    def load(cls, path: Path, ids: np.ndarray | None = None) -> DissolveCache:
+        try:
+            with np.load(path) as z:
+                obj = cls(torch.from_numpy(z["dissolved"]), torch.from_numpy(z["t_grid"]), z["ids"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise DiaError(
+                f"dissolve cache {path} is unreadable ({exc}); delete it and re-run"
+            ) from exc
+        if ids is not None and not np.array_equal(obj.ids, np.asarray(ids).astype(str)):
+            raise DiaError(
+                f"dissolve cache {path} was built for other images; delete it and re-run"
+            )
+        return obj
+
+    def lookup(self, index: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Dissolved images (model resolution) of images ``index`` at grid steps ``t``."""
+        pos = torch.searchsorted(self.t_grid, t).clamp(max=len(self.t_grid) - 1)
+        if not bool((self.t_grid[pos] == t).all()):
+            raise ValueError("t values must lie on the cache grid")
+        return self.dissolved[index, pos]

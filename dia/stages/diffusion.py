@@ -1,0 +1,109 @@
+"""Stages ``train_diffusion`` and ``dissolve_cache``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dia.config import resolve
+from dia.data.prepare import load_prepared, to_float_tensor
+from dia.diffusion.cache import build_cache
+from dia.diffusion.dissolve import Dissolver, fit_to
+from dia.diffusion.model import load_diffusion
+from dia.diffusion.train import train_diffusion
+from dia.errors import DiaError
+from dia.io import write_json
+from dia.meta import build_meta
+
+Layers = list[dict[str, Any]]
+
+
+def diffusion_subset(n: int, ratio: float, seed: int) -> np.ndarray:
+    """Indices of the first ``ratio`` of a seeded permutation (Fig. 4's data-ratio runs)."""
+    if not 0 < ratio <= 1:
+        raise DiaError(f"diffusion data ratio must be in (0, 1], got {ratio}")
+    keep = max(1, round(n * ratio))
+    return np.sort(np.random.default_rng(seed).permutation(n)[:keep])
+
+
+def run_train_diffusion(
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    state_dir: Path,
+    preset: str,
+    layers: Layers,
+    resolution: int,
+    ratio: float,
+    seed: int,
+    device: str,
+) -> None:
+    """Train on the normal training images, fitted to ``resolution`` like dissolving does."""
+    started = time.time()
+    dcfg = resolve("diffusion", preset, layers).replace(resolution=resolution, data_ratio=ratio)
+    fit = resolve("dissolve", preset, layers).fit
+    data = load_prepared(data_dir)
+    normals = data.images[data.select("train", 0)]
+    subset = diffusion_subset(len(normals), ratio, seed)
+    images = fit_to(to_float_tensor(normals[subset]), resolution, fit)
+    summary = train_diffusion(
+        images,
+        dcfg,
+        model_path=out_dir / "model.pt",
+        samples_path=out_dir / "samples.png",
+        state_dir=state_dir,
+        seed=seed,
+        device=device,
+    )
+    write_json(
+        out_dir / "meta.json",
+        build_meta(
+            stage="train_diffusion",
+            config=dcfg.to_dict(),
+            seed=seed,
+            device=device,
+            started=started,
+            inputs={"manifest_sha256": data.manifest_sha256},
+            extra={"n_images": len(subset), "fit": fit, **summary},
+        ),
+    )
+
+
+def run_dissolve_cache(
+    *,
+    data_dir: Path,
+    model_path: Path,
+    dest: Path,
+    preset: str,
+    layers: Layers,
+    resolution: int,
+    device: str,
+) -> None:
+    """Dissolve every normal training image on the configured t grid."""
+    started = time.time()
+    cfg = resolve("dissolve", preset, layers).replace(resolution=resolution)
+    image_size = resolve("contrastive", preset, layers).image_size
+    data = load_prepared(data_dir)
+    mask = data.select("train", 0)
+    dissolver = Dissolver(
+        load_diffusion(model_path, cfg.weights, device), cfg, image_size=image_size
+    )
+    with torch.inference_mode():
+        build_cache(
+            dissolver, to_float_tensor(data.images[mask]), data.ids[mask], dest, device=device
+        )
+    write_json(
+        dest.with_suffix(".meta.json"),
+        build_meta(
+            stage="dissolve_cache",
+            config=cfg.to_dict(),
+            seed=None,
+            device=device,
+            started=started,
+            inputs={"manifest_sha256": data.manifest_sha256},
+        ),
+    )
