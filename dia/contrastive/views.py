@@ -24,7 +24,7 @@ DissolveFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tenso
 
 def _draw_t(values: torch.Tensor, n: int, per_image: bool, rng: torch.Generator) -> torch.Tensor:
     pick = torch.randint(len(values), (n if per_image else 1,), generator=rng)
-    return values[pick].expand(n)
+    return values[pick].expand(n).contiguous()
 
 
 class CachedDissolve:

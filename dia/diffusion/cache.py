@@ -7,6 +7,7 @@ view instead of a Unet forward pass.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ class DissolveCache:
         try:
             with np.load(path) as z:
                 obj = cls(torch.from_numpy(z["dissolved"]), torch.from_numpy(z["t_grid"]), z["ids"])
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise DiaError(
                 f"dissolve cache {path} is unreadable ({exc}); delete it and re-run"
             ) from exc

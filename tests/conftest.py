@@ -1,0 +1,31 @@
+"""Shared fixtures: paths to the checkout and to the real data beside it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MEDMNIST = SHARED_DATA / "medmnist"
+TINY_CONFIG = ROOT / "tests" / "data" / "tiny.yaml"
+
+
+def snakemake(
+    *args: str | os.PathLike[str], cwd: Path = ROOT, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run the Snakemake CLI of this interpreter's environment on the workflow."""
+    exe = Path(sys.executable).with_name("snakemake")
+    cmd = [str(exe), "--snakefile", str(ROOT / "workflow" / "Snakefile"), *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def medmnist_dir() -> Path:
+    if not MEDMNIST.is_dir():
+        pytest.skip(f"real MedMNIST files not found at {MEDMNIST}")
+    return MEDMNIST

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dia.config import DiffusionConfig, DissolveConfig
+from dia.contrastive.views import CachedDissolve, OnlineDissolve
+from dia.diffusion.cache import DissolveCache, build_cache, t_grid
+from dia.diffusion.dissolve import Dissolver
+from dia.diffusion.model import L1GaussianDiffusion, build_diffusion
+from dia.errors import DiaError
+
+SIZE = 12
+CFG = DissolveConfig(t_min=30, t_max=50, cache_t_stride=10, resolution=16, fit="pad_crop")
+IDS = np.array(["a", "b", "c", "d", "e"])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One intra-op thread: much faster on a small, shared CPU; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dissolver() -> Dissolver:
+    torch.manual_seed(0)
+    diffusion = build_diffusion_small()
+    return Dissolver(diffusion, CFG.replace(batch_size=2), image_size=SIZE)
+
+
+def build_diffusion_small() -> L1GaussianDiffusion:
+    model = build_diffusion(DiffusionConfig(dim=8, dim_mults=(1, 2), resolution=16)).eval()
+    with torch.no_grad():  # warm-up: the first forward pass pays one-off initialisation
+        model.model(torch.zeros(1, 3, 16, 16), torch.zeros(1, dtype=torch.long))
+    return model
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.rand(len(IDS), 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def cache_file(dissolver: Dissolver, images: torch.Tensor, tmp_path_factory) -> Path:
+    """Cache of 5 images over t = 30, 40, 50, built in batches of 2 (last batch short)."""
+    dest = tmp_path_factory.mktemp("cache") / "dissolved.npz"
+    build_cache(dissolver, images, IDS, dest)
+    return dest
+
+
+def test_t_grid_is_inclusive() -> None:
+    assert t_grid(CFG).tolist() == [30, 40, 50]
+    assert t_grid(CFG.replace(t_max=49)).tolist() == [30, 40]
+
+
+def test_cache_file_layout(cache_file: Path) -> None:
+    cache = DissolveCache.load(cache_file, IDS)
+    assert cache.dissolved.shape == (5, 3, 3, 16, 16)
+    assert cache.t_grid.tolist() == [30, 40, 50]
+    assert cache.ids.tolist() == IDS.tolist()
+    assert not list(cache_file.parent.glob(".*.tmp"))
+
+
+def test_lookup_equals_dissolve_small(
+    cache_file: Path, dissolver: Dissolver, images: torch.Tensor
+) -> None:
+    cache = DissolveCache.load(cache_file, IDS)
+    index = torch.tensor([4, 0, 2, 2])
+    t = torch.tensor([50, 30, 40, 30])
+    got = cache.lookup(index, t)
+    for row, (i, ti) in enumerate(zip(index.tolist(), t.tolist(), strict=True)):
+        expected = dissolver.dissolve_small(images[i : i + 1], torch.tensor([ti]))
+        assert (got[row : row + 1] - expected).abs().max().item() < 1e-6
+    assert (got[2] - got[3]).abs().max().item() > 1e-5
+
+
+def test_lookup_rejects_off_grid_t(cache_file: Path) -> None:
+    cache = DissolveCache.load(cache_file)
+    for bad in (35, 20, 60):
+        with pytest.raises(ValueError, match="grid"):
+            cache.lookup(torch.tensor([0, 1]), torch.tensor([30, bad]))
+
+
+@pytest.mark.parametrize("t_sampling", ["per_batch_shift", "per_image"])
+def test_cached_and_online_dissolve_agree(
+    cache_file: Path, dissolver: Dissolver, images: torch.Tensor, t_sampling: str
+) -> None:
+    """Same generator state -> same t drawn -> same dissolved images at the network size."""
+    cfg = CFG.replace(t_sampling=t_sampling)
+    cached = CachedDissolve(DissolveCache.load(cache_file, IDS), cfg, image_size=SIZE)
+    online = OnlineDissolve(Dissolver(dissolver.diffusion, cfg, image_size=SIZE))
+    index = torch.tensor([3, 1, 0])
+    rng_a = torch.Generator().manual_seed(7)
+    rng_b = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        a = cached(index, images[index], rng_a)
+        b = online(index, images[index], rng_b)
+        assert a.shape == (3, 3, SIZE, SIZE)
+        assert (a - b).abs().max().item() < 1e-6
+    assert torch.equal(rng_a.get_state(), rng_b.get_state())
+
+
+def test_per_image_sampling_draws_different_t(cache_file: Path, images: torch.Tensor) -> None:
+    """per_image draws one t per image; per_batch_shift one t for the whole call."""
+    cache = DissolveCache.load(cache_file, IDS)
+    index = torch.tensor([0, 0, 0, 0, 0, 0])
+    x = images[index]
+    shared = CachedDissolve(cache, CFG, image_size=SIZE)
+    own = CachedDissolve(cache, CFG.replace(t_sampling="per_image"), image_size=SIZE)
+    rng = torch.Generator().manual_seed(0)
+    out = shared(index, x, rng)
+    assert all(torch.equal(out[0], o) for o in out)
+    out = own(index, x, rng)
+    assert not all(torch.equal(out[0], o) for o in out)
+
+
+def test_load_with_other_ids_raises(cache_file: Path) -> None:
+    with pytest.raises(DiaError, match="other images"):
+        DissolveCache.load(cache_file, np.array(["a", "b", "c", "d", "x"]))
+    with pytest.raises(DiaError, match="other images"):
+        DissolveCache.load(cache_file, IDS[:4])
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "missing_key"])
+def test_corrupt_cache_raises_dia_error(cache_file: Path, tmp_path: Path, damage: str) -> None:
+    data = cache_file.read_bytes()
+    bad = tmp_path / "bad.npz"
+    if damage == "garbage":
+        bad.write_bytes(b"not a cache" * 20)
+    elif damage == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        bad.write_bytes(b"")
+    else:
+        np.savez(bad, dissolved=np.zeros((1, 1, 3, 4, 4), np.float32), ids=np.array(["a"]))
+    with pytest.raises(DiaError, match="unreadable"):
+        DissolveCache.load(bad)
+
+
+def test_missing_cache_raises_dia_error(tmp_path: Path) -> None:
+    with pytest.raises(DiaError, match="unreadable"):
+        DissolveCache.load(tmp_path / "absent.npz")

@@ -1,0 +1,263 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dia.config import ContrastiveConfig
+from dia.contrastive.resnet import ResNet18
+from dia.contrastive.shifts import NUM_SHIFTS, SHIFTS
+from dia.contrastive.train import Trainer, TrainState
+from dia.contrastive.views import make_views
+
+K = NUM_SHIFTS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One intra-op thread: much faster on a small, shared CPU; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("arch", "size"), [("resnet18_cifar", 28), ("resnet18_imagenet", 64)])
+def test_resnet_output_shapes(arch: str, size: int) -> None:
+    torch.manual_seed(0)
+    model = ResNet18(arch=arch, width=8)
+    out = model(torch.rand(2, 3, size, size))
+    assert model.feature_dim == 64
+    assert out.features.shape == (2, 64)
+    assert out.projection.shape == (2, 128)
+    assert out.shift_logits.shape == (2, K)
+
+
+def test_resnet_rejects_unknown_arch() -> None:
+    with pytest.raises(ValueError, match="arch"):
+        ResNet18(arch="resnet50")
+
+
+def images_batch(b: int = 2, size: int = 8) -> torch.Tensor:
+    return torch.rand(b, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def view(views: torch.Tensor, branch: int, k: int, i: int, b: int) -> torch.Tensor:
+    return views[branch * K * b + k * b + i]
+
+
+def assert_shifted_copies(views: torch.Tensor, base: torch.Tensor, branch: int, shift: str) -> None:
+    """Branch ``branch`` holds S_k(x_i) or S_k(flip(x_i)), with one flip per (branch, i)."""
+    b = len(base)
+    for i in range(b):
+        flipped = [
+            all(torch.equal(view(views, branch, k, i, b), SHIFTS[shift](src, k)) for k in range(K))
+            for src in (base[i], base[i].flip(-1))
+        ]
+        assert any(flipped), (branch, i)
+
+
+@pytest.mark.parametrize("shift", ["rotation", "perm"])
+def test_make_views_csi_layout(shift: str) -> None:
+    x = images_batch(3)
+    views, labels = make_views(
+        x,
+        torch.arange(3),
+        shift=shift,
+        dissolve=None,
+        rng=torch.Generator().manual_seed(0),
+        aug_rng=torch.Generator().manual_seed(1),
+    )
+    assert views.shape == (2 * K * 3, 3, 8, 8)
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3] * 2
+    for branch in (0, 1):
+        assert_shifted_copies(views, x, branch, shift)
+
+
+def test_make_views_dia_layout_with_constant_dissolve() -> None:
+    x = images_batch(2)
+    calls: list[torch.Tensor] = []
+
+    def dissolve(index: torch.Tensor, xs: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        calls.append(index)
+        assert torch.equal(xs, x)
+        return xs * 0 + 0.25
+
+    views, labels = make_views(
+        x,
+        torch.tensor([5, 9]),
+        shift="rotation",
+        dissolve=dissolve,
+        rng=torch.Generator().manual_seed(0),
+        aug_rng=torch.Generator().manual_seed(1),
+    )
+    assert views.shape == (3 * K * 2, 3, 8, 8)
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3] * 3
+    assert len(calls) == K  # one dissolving draw per shift block
+    assert all(c.tolist() == [5, 9] for c in calls)
+    assert torch.equal(views[2 * K * 2 :], torch.full((K * 2, 3, 8, 8), 0.25))
+    for branch in (0, 1):
+        assert_shifted_copies(views, x, branch, "rotation")
+
+
+def test_make_views_dia_branch_is_shifted_dissolved_image() -> None:
+    """A(k, i) = S_k(flip?(D(x_i))) with the k-th dissolving draw."""
+    x = images_batch(2)
+    counter = iter(range(K))
+
+    def dissolve(index: torch.Tensor, xs: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        return xs + 10 * (next(counter) + 1)
+
+    views, _ = make_views(
+        x,
+        torch.arange(2),
+        shift="rotation",
+        dissolve=dissolve,
+        rng=torch.Generator().manual_seed(0),
+        aug_rng=torch.Generator().manual_seed(1),
+    )
+    for k in range(K):
+        for i in range(2):
+            d = x[i] + 10 * (k + 1)
+            got = view(views, 2, k, i, 2)
+            assert torch.equal(got, SHIFTS["rotation"](d, k)) or torch.equal(
+                got, SHIFTS["rotation"](d.flip(-1), k)
+            )
+
+
+def tiny_cfg(method: str, **changes: object) -> ContrastiveConfig:
+    values = {
+        "method": method,
+        "width": 4,
+        "image_size": 16,
+        "batch_size": 4,
+        "epochs": 2,
+        "max_batches_per_epoch": None,
+        "warmup_epochs": 1.0,
+        "eval_every_epochs": 1,
+        "checkpoint_every_steps": 1,
+        **changes,
+    }
+    return ContrastiveConfig.from_dict(values)
+
+
+def fake_dissolve(index: torch.Tensor, x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """Stands in for D(x, t): consumes the dissolve RNG like the real sources do."""
+    t = torch.rand(1, generator=rng)
+    return (x * 0.5 + 0.2 * t).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def train_images() -> torch.Tensor:
+    return torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+
+
+def make_trainer(method: str, images: torch.Tensor, seed: int = 0) -> Trainer:
+    dissolve = fake_dissolve if method == "dia" else None
+    return Trainer(tiny_cfg(method), images, dissolve=dissolve, seed=seed)
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_trainer_requires_matching_dissolve_source(train_images: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="DIA"):
+        Trainer(tiny_cfg("dia"), train_images, dissolve=None, seed=0)
+    with pytest.raises(ValueError, match="CSI"):
+        Trainer(tiny_cfg("csi"), train_images, dissolve=fake_dissolve, seed=0)
+
+
+@pytest.mark.parametrize("method", ["csi", "dia"])
+def test_trainer_steps_are_deterministic(method: str, train_images: torch.Tensor) -> None:
+    indices = [torch.tensor([0, 1, 2, 3]), torch.tensor([6, 4, 5, 7])]
+    runs = []
+    for seed in (0, 0, 1):
+        trainer = make_trainer(method, train_images, seed)
+        losses = [trainer.step(index) for index in indices]
+        runs.append((losses, weights(trainer)))
+    (losses_a, weights_a), (losses_b, weights_b), (losses_c, _) = runs
+    assert losses_a == losses_b
+    assert_same_weights(weights_a, weights_b)
+    assert all(np.isfinite(v) for step in losses_a for v in step.values())
+    assert losses_a[0]["loss"] == pytest.approx(losses_a[0]["loss_con"] + losses_a[0]["loss_cls"])
+    assert losses_c[0]["loss"] != losses_a[0]["loss"]
+    assert losses_c[1]["loss"] != losses_a[1]["loss"]
+
+
+def test_trainer_step_changes_weights(train_images: torch.Tensor) -> None:
+    trainer = make_trainer("csi", train_images)
+    before = weights(trainer)
+    trainer.step(torch.arange(4))
+    after = weights(trainer)
+    assert not torch.equal(before["stem.0.weight"], after["stem.0.weight"])
+
+
+def evaluate(model: ResNet18) -> dict[str, np.ndarray]:
+    return {"val": np.array([float(p.detach().double().sum()) for p in model.parameters()][:3])}
+
+
+def strip_seconds(state: TrainState) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in state.log]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(train_images: torch.Tensor, tmp_path_factory) -> dict[str, tuple]:
+    runs = {}
+    for method in ("csi", "dia"):
+        trainer = make_trainer(method, train_images)
+        state = trainer.fit(state_dir=tmp_path_factory.mktemp(method), evaluate=evaluate)
+        runs[method] = (state, weights(trainer))
+    return runs
+
+
+@pytest.mark.parametrize(("method", "done"), [("csi", 1), ("csi", 2), ("csi", 3), ("dia", 3)])
+def test_fit_resumes_to_the_uninterrupted_result(
+    method: str, done: int, train_images: torch.Tensor, uninterrupted: dict, tmp_path: Path
+) -> None:
+    """Crash after ``done`` of the 4 steps (2 epochs x 2 batches; done = 2 is the epoch
+    boundary), then a fresh Trainer resumes from state_dir/last.pt and must end identical."""
+    trainer = make_trainer(method, train_images)
+    real_step = trainer.step
+    calls = 0
+
+    def crashing_step(index: torch.Tensor) -> dict[str, float]:
+        nonlocal calls
+        calls += 1
+        if calls > done:
+            raise RuntimeError("simulated crash")
+        return real_step(index)
+
+    trainer.step = crashing_step  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.fit(state_dir=tmp_path, evaluate=evaluate)
+    assert (tmp_path / "last.pt").exists()
+
+    resumed = make_trainer(method, train_images)
+    state = resumed.fit(state_dir=tmp_path, evaluate=evaluate)
+    ref_state, ref_weights = uninterrupted[method]
+    assert_same_weights(weights(resumed), ref_weights)
+    assert state.step == ref_state.step == 4
+    assert state.epoch == 2
+    assert strip_seconds(state) == strip_seconds(ref_state)
+    assert [e for e, _ in state.evals] == [e for e, _ in ref_state.evals] == [1]
+    np.testing.assert_array_equal(state.evals[0][1]["val"], ref_state.evals[0][1]["val"])
+
+
+def test_fit_on_finished_state_dir_does_nothing(
+    train_images: torch.Tensor, uninterrupted: dict, tmp_path: Path
+) -> None:
+    trainer = make_trainer("csi", train_images)
+    trainer.fit(state_dir=tmp_path)
+    again = make_trainer("csi", train_images, seed=5)
+    state = again.fit(state_dir=tmp_path)
+    assert state.step == 4
+    assert_same_weights(weights(again), uninterrupted["csi"][1])

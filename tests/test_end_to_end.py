@@ -1,0 +1,135 @@
+"""The whole workflow on a tiny phantom configuration, run for real in a scratch directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TINY_CONFIG, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the tiny workflow once; every test below inspects its outputs."""
+    work = tmp_path_factory.mktemp("tiny_run")
+    shutil.copytree(ROOT / "config", work / "config")
+    result = snakemake(
+        "--cores",
+        "2",
+        "--directory",
+        work,
+        "--configfile",
+        TINY_CONFIG,
+        "--replace-workflow-config",
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work
+
+
+def test_table1_has_dia_and_csi_rows_for_every_selection_rule(workdir: Path) -> None:
+    with open(workdir / "results/tables/table1_main.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [
+        "method",
+        "dataset",
+        "selection",
+        "n_seeds",
+        "auroc_mean",
+        "auroc_std",
+        "paper_auroc",
+    ]
+    assert {(r["method"], r["selection"]) for r in rows} == {
+        (m, s) for m in ("dia", "csi") for s in ("last", "val", "test_oracle")
+    }
+    for row in rows:
+        assert row["dataset"] == "phantom" and row["n_seeds"] == "2"
+        assert 0.0 <= float(row["auroc_mean"]) <= 1.0
+        assert row["paper_auroc"] == ""
+
+
+def test_run_folder_holds_scores_metrics_and_provenance(workdir: Path) -> None:
+    run = workdir / "results/runs/dia/phantom/default/seed1"
+    with open(run / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["id", "split", "label", "score"]
+    assert {r["split"] for r in rows} == {"val", "test"}
+    assert len(rows) == 20 + 40
+    assert all(np.isfinite(float(r["score"])) for r in rows)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"last", "val", "test_oracle"}
+    assert metrics["last"]["epoch"] == 2
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["seed"] == 1
+    assert meta["train"]["inputs"]["cache"].endswith("res16_ratio1.0.npz")
+    for key in ("git_commit", "packages", "device", "wall_time_s", "peak_rss_mb"):
+        assert key in meta
+    assert not (workdir / "results/state/runs/dia/phantom/default/seed1/last.pt").exists()
+
+
+def test_diffusion_samples_and_cache_exist(workdir: Path) -> None:
+    assert (workdir / "results/diffusion/phantom/res16_ratio1.0/samples.png").stat().st_size > 0
+    with np.load(workdir / "results/dissolved/phantom/res16_ratio1.0.npz") as z:
+        assert z["dissolved"].shape == (100, len(range(30, 100, 20)), 3, 16, 16)
+
+
+def test_second_run_has_nothing_to_do(workdir: Path) -> None:
+    result = snakemake(
+        "-n",
+        "--directory",
+        workdir,
+        "--configfile",
+        TINY_CONFIG,
+        "--replace-workflow-config",
+        cwd=workdir,
+    )
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_missing_local_file_fails_with_one_line_and_keeps_finished_outputs(
+    workdir: Path, tmp_path: Path
+) -> None:
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["datasets"]["pneumoniamnist"] = {
+        "source": "medmnist",
+        "normal_labels": [0],
+        "local_path": str(tmp_path / "nope.npz"),
+        "contrastive": {"image_size": 28},
+        "dissolve": {"fit": "pad_crop"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    table = workdir / "results/tables/table1_main.csv"
+    before = table.stat().st_mtime
+    result = snakemake(
+        "--cores",
+        "1",
+        "--directory",
+        workdir,
+        "--configfile",
+        path,
+        "--replace-workflow-config",
+        "--until",
+        "prepare",
+        cwd=workdir,
+    )
+    assert result.returncode != 0
+    # The console line and the failed log Snakemake shows carry the same single-line message.
+    messages = {
+        ln.split("error: ", 1)[1]
+        for ln in result.stderr.splitlines()
+        if "error: " in ln and "nope.npz" in ln
+    }
+    assert len(messages) == 1, result.stderr[-2000:]
+    assert "local_path" in messages.pop()
+    assert table.stat().st_mtime == before
+    assert (workdir / "results/runs/csi/phantom/default/seed0/metrics.json").exists()

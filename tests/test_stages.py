@@ -1,0 +1,163 @@
+"""Stage entry points on tiny phantom data: determinism, resumption and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch.nn.utils import clip_grad_norm_
+
+from dia.errors import DiaError
+from dia.stages.data import run_download, run_prepare
+from dia.stages.diffusion import diffusion_subset, run_dissolve_cache, run_train_diffusion
+from dia.stages.runs import run_score, run_train
+from tests.conftest import TINY_CONFIG
+
+CONFIG = yaml.safe_load(TINY_CONFIG.read_text())
+SPEC = CONFIG["datasets"]["phantom"]
+LAYERS = [{s: CONFIG[s] for s in ("diffusion", "dissolve", "contrastive", "score")}, SPEC]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Phantom data, a diffusion model and its dissolve cache, built once."""
+    root = tmp_path_factory.mktemp("stages")
+    run_download("phantom", SPEC, root / "raw.npz")
+    run_prepare("phantom", SPEC, root / "raw.npz", root / "data")
+    run_train_diffusion(
+        data_dir=root / "data",
+        out_dir=root / "diffusion",
+        state_dir=root / "state",
+        preset="dia_code",
+        layers=LAYERS,
+        resolution=16,
+        ratio=1.0,
+        seed=0,
+        device="cpu",
+    )
+    run_dissolve_cache(
+        data_dir=root / "data",
+        model_path=root / "diffusion/model.pt",
+        dest=root / "cache.npz",
+        preset="dia_code",
+        layers=LAYERS,
+        resolution=16,
+        device="cpu",
+    )
+    return root
+
+
+def _train_and_score(root: Path, out: Path, method: str, seed: int) -> str:
+    layers = [*LAYERS, {"contrastive": {"method": method}}]
+    cache = root / "cache.npz" if method == "dia" else None
+    run_train(
+        data_dir=root / "data",
+        out_dir=out,
+        state_dir=out / "state",
+        preset="dia_code",
+        layers=layers,
+        seed=seed,
+        device="cpu",
+        cache=cache,
+    )
+    run_score(data_dir=root / "data", run_dir=out, preset="dia_code", layers=layers, device="cpu")
+    return (out / "scores.csv").read_text()
+
+
+@pytest.mark.parametrize("method", ["dia", "csi"])
+def test_same_seed_gives_the_same_scores_on_cpu(
+    prepared: Path, tmp_path: Path, method: str
+) -> None:
+    first = _train_and_score(prepared, tmp_path / "a", method, seed=3)
+    again = _train_and_score(prepared, tmp_path / "b", method, seed=3)
+    other = _train_and_score(prepared, tmp_path / "c", method, seed=4)
+    assert first == again
+    assert first != other
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert [metrics[r]["epoch"] for r in ("last",)] == [2]
+
+
+def test_diffusion_training_resumes_to_the_same_model(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed after its step-3 checkpoint and restarted ends with the same weights."""
+    kwargs = dict(
+        data_dir=prepared / "data",
+        preset="dia_code",
+        layers=LAYERS,
+        resolution=16,
+        ratio=1.0,
+        seed=0,
+        device="cpu",
+    )
+    run_train_diffusion(out_dir=tmp_path / "straight", state_dir=tmp_path / "s1", **kwargs)
+
+    calls = {"n": 0}
+    original = clip_grad_norm_
+
+    def dying_clip(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return original(*args, **kw)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", dying_clip)
+    with pytest.raises(KeyboardInterrupt):
+        run_train_diffusion(out_dir=tmp_path / "resumed", state_dir=tmp_path / "s2", **kwargs)
+    assert (tmp_path / "s2/last.pt").exists() and not (tmp_path / "resumed/model.pt").exists()
+    monkeypatch.undo()
+    run_train_diffusion(out_dir=tmp_path / "resumed", state_dir=tmp_path / "s2", **kwargs)
+
+    straight = torch.load(tmp_path / "straight/model.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed/model.pt", weights_only=True)
+    for key in ("model", "ema"):
+        for name, tensor in straight[key].items():
+            assert torch.equal(tensor, resumed[key][name]), (key, name)
+    assert not (tmp_path / "s2/last.pt").exists()
+
+
+def test_diffusion_subset_is_deterministic_and_sized() -> None:
+    a, b = diffusion_subset(1214, 0.1, seed=0), diffusion_subset(1214, 0.1, seed=0)
+    assert np.array_equal(a, b) and len(a) == 121 and len(np.unique(a)) == 121
+    with pytest.raises(DiaError, match="ratio"):
+        diffusion_subset(10, 0.0, seed=0)
+
+
+def test_dia_without_cache_is_a_clear_error(prepared: Path, tmp_path: Path) -> None:
+    layers = [*LAYERS, {"contrastive": {"method": "dia"}}]
+    with pytest.raises(DiaError, match="dissolve_source"):
+        run_train(
+            data_dir=prepared / "data",
+            out_dir=tmp_path,
+            state_dir=tmp_path / "s",
+            preset="dia_code",
+            layers=layers,
+            seed=0,
+            device="cpu",
+        )
+
+
+def test_image_size_mismatch_is_a_clear_error(prepared: Path, tmp_path: Path) -> None:
+    layers = [*LAYERS, {"contrastive": {"method": "csi", "image_size": 28}}]
+    with pytest.raises(DiaError, match="image_size"):
+        run_train(
+            data_dir=prepared / "data",
+            out_dir=tmp_path,
+            state_dir=tmp_path / "s",
+            preset="dia_code",
+            layers=layers,
+            seed=0,
+            device="cpu",
+        )

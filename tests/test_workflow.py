@@ -1,0 +1,136 @@
+"""The Snakemake workflow driven through its CLI: lint, dry runs, config errors, schema sync."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dia.config import SECTIONS, resolve
+from tests.conftest import ROOT, TINY_CONFIG, snakemake
+
+CONFIGS = [*sorted((ROOT / "config").glob("*.yaml")), TINY_CONFIG]
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run."""
+    table = stdout.split("Job stats:")[1].split("\n\n")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_lint_is_clean() -> None:
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_paper_dry_run_has_every_stage_for_both_datasets_and_three_seeds() -> None:
+    result = snakemake("-n")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts == {
+        "download": 2,
+        "prepare": 2,
+        "train_diffusion": 2,
+        "dissolve_cache": 2,
+        "train": 12,
+        "score": 12,
+        "table1": 1,
+        "all": 1,
+        "total": 34,
+    }
+    for dataset in ("pneumoniamnist", "breastmnist"):
+        for method in ("dia", "csi"):
+            for seed in range(3):
+                assert (
+                    f"results/runs/{method}/{dataset}/default/seed{seed}/metrics.json"
+                    in result.stdout
+                )
+    assert "results/dissolved/pneumoniamnist/res32_ratio1.0.npz" in result.stdout
+
+
+def test_csi_runs_do_not_depend_on_the_diffusion_model() -> None:
+    result = snakemake(
+        "-n",
+        "--forcerun",
+        "train_diffusion",
+        "--until",
+        "train",
+        "--configfile",
+        TINY_CONFIG,
+        "--replace-workflow-config",
+    )
+    assert result.returncode == 0, result.stderr
+    csi_block = [
+        b for b in result.stdout.split("\n\n") if "results/runs/csi" in b and "rule train" in b
+    ]
+    assert csi_block and all("dissolved" not in b for b in csi_block)
+
+
+def _write_config(tmp_path: Path, edit) -> Path:
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    edit(config)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "culprit"),
+    [
+        (lambda c: c["contrastive"].update(learning_rate=0.1), "learning_rate"),
+        (lambda c: c["datasets"]["phantom"].update(normal_label=[0]), "normal_label"),
+        (lambda c: c["dissolve"].update(fit="stretch"), "stretch"),
+        (lambda c: c.update(seed=[1]), "seed"),
+    ],
+)
+def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, edit, culprit: str) -> None:
+    config = _write_config(tmp_path, edit)
+    result = snakemake("-n", "--configfile", config, "--replace-workflow-config")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert re.search(rf"^invalid config at .*{culprit}", output, re.M), output
+    assert "rule " not in output
+
+
+def test_schema_matches_the_config_dataclasses() -> None:
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    for section, cls in SECTIONS.items():
+        keys = set(schema["$defs"][section]["properties"])
+        assert keys == {f.name for f in dataclasses.fields(cls)}, section
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_resolve_into_stage_configs(path: Path) -> None:
+    config = yaml.safe_load(path.read_text())
+    for dataset, spec in config["datasets"].items():
+        for method, mspec in config["methods"].items():
+            layers = [{s: config.get(s, {}) for s in SECTIONS}, spec, mspec]
+            for section in SECTIONS:
+                resolve(section, config["preset"], layers)
+            assert resolve("contrastive", config["preset"], layers).method == method, dataset
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_pass_the_schema(path: Path) -> None:
+    result = snakemake("-n", "--configfile", path, "--replace-workflow-config", "--quiet", "all")
+    assert result.returncode == 0, result.stderr
+
+
+def test_workflow_runs_from_another_directory(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    result = snakemake(
+        "-n",
+        "--directory",
+        tmp_path,
+        "--configfile",
+        TINY_CONFIG,
+        "--replace-workflow-config",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout)["train"] == 4

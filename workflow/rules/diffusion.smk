@@ -1,0 +1,57 @@
+rule train_diffusion:
+    input:
+        "results/data/{dataset}/manifest.csv",
+    output:
+        model="results/diffusion/{dataset}/res{res}_ratio{ratio}/model.pt",
+        samples=report(
+            "results/diffusion/{dataset}/res{res}_ratio{ratio}/samples.png",
+            category="Diffusion samples",
+            labels={"dataset": "{dataset}", "resolution": "{res}", "ratio": "{ratio}"},
+        ),
+        meta="results/diffusion/{dataset}/res{res}_ratio{ratio}/meta.json",
+    log:
+        "logs/train_diffusion/{dataset}_res{res}_ratio{ratio}.log",
+    benchmark:
+        "benchmarks/train_diffusion/{dataset}_res{res}_ratio{ratio}.tsv"
+    retries: 1
+    conda:
+        "../../envs/dia.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=1440,
+    params:
+        preset=config["preset"],
+        layers=dataset_layers,
+        seed=config["diffusion_seed"],
+        device=device(),
+        state_dir="results/state/diffusion/{dataset}/res{res}_ratio{ratio}",
+    script:
+        "../scripts/train_diffusion.py"
+
+
+rule dissolve_cache:
+    input:
+        data="results/data/{dataset}/manifest.csv",
+        model="results/diffusion/{dataset}/res{res}_ratio{ratio}/model.pt",
+    output:
+        cache="results/dissolved/{dataset}/res{res}_ratio{ratio}.npz",
+        meta="results/dissolved/{dataset}/res{res}_ratio{ratio}.meta.json",
+    log:
+        "logs/dissolve_cache/{dataset}_res{res}_ratio{ratio}.log",
+    benchmark:
+        "benchmarks/dissolve_cache/{dataset}_res{res}_ratio{ratio}.tsv"
+    conda:
+        "../../envs/dia.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    params:
+        preset=config["preset"],
+        layers=dataset_layers,
+        device=device(),
+    script:
+        "../scripts/dissolve_cache.py"

@@ -1,0 +1,56 @@
+rule train:
+    input:
+        unpack(run_inputs),
+    output:
+        model=f"{RUN_DIR}/model.pt",
+        log_csv=f"{RUN_DIR}/train_log.csv",
+        evals=f"{RUN_DIR}/evals.npz",
+        meta=f"{RUN_DIR}/train_meta.json",
+    log:
+        "logs/train/{method}/{dataset}/{variant}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train/{method}/{dataset}/{variant}/seed{seed}.tsv"
+    retries: 1
+    conda:
+        "../../envs/dia.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=1440,
+    params:
+        preset=config["preset"],
+        layers=run_layers,
+        device=device(),
+        state_dir="results/state/runs/{method}/{dataset}/{variant}/seed{seed}",
+    script:
+        "../scripts/train.py"
+
+
+rule score:
+    input:
+        data="results/data/{dataset}/manifest.csv",
+        model=f"{RUN_DIR}/model.pt",
+        evals=f"{RUN_DIR}/evals.npz",
+        meta=f"{RUN_DIR}/train_meta.json",
+    output:
+        scores=f"{RUN_DIR}/scores.csv",
+        metrics=f"{RUN_DIR}/metrics.json",
+        meta=f"{RUN_DIR}/meta.json",
+    log:
+        "logs/score/{method}/{dataset}/{variant}/seed{seed}.log",
+    benchmark:
+        "benchmarks/score/{method}/{dataset}/{variant}/seed{seed}.tsv"
+    conda:
+        "../../envs/dia.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        preset=config["preset"],
+        layers=run_layers,
+        device=device(),
+    script:
+        "../scripts/score.py"

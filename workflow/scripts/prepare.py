@@ -1,0 +1,15 @@
+from pathlib import Path
+
+from _dia import run
+
+from dia.stages.data import run_prepare
+
+run(
+    snakemake,
+    lambda: run_prepare(
+        snakemake.wildcards.dataset,
+        snakemake.params.spec,
+        Path(snakemake.input[0]),
+        Path(snakemake.output.manifest).parent,
+    ),
+)
