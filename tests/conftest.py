@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the checkout and to the real data beside it."""
+"""Shared test helpers: paths to the checkout and the real data beside it, the Snakemake CLI."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -22,10 +20,3 @@ def snakemake(
     exe = Path(sys.executable).with_name("snakemake")
     cmd = [str(exe), "--snakefile", str(ROOT / "workflow" / "Snakefile"), *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture
-def medmnist_dir() -> Path:
-    if not MEDMNIST.is_dir():
-        pytest.skip(f"real MedMNIST files not found at {MEDMNIST}")
-    return MEDMNIST

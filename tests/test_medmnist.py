@@ -12,8 +12,8 @@ import dia.data.medmnist as medmnist_mod
 from dia.data.medmnist import fetch_medmnist, load_npz_splits, medmnist_source
 from dia.errors import DiaError
 from dia.io import file_digest
+from tests.conftest import MEDMNIST
 
-MEDMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"
 MD5 = {
     "pneumoniamnist": "28209eda62fecd6e6a2d98b1501bb15f",
     "breastmnist": "750601b1f35ba3300ea97c75c52ff8f6",

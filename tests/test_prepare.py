@@ -15,8 +15,8 @@ from dia.data.phantom import write_phantom_npz
 from dia.data.prepare import PreparedData, load_prepared, prepare_from_npz, to_float_tensor
 from dia.errors import DiaError
 from dia.io import file_digest
+from tests.conftest import MEDMNIST
 
-MEDMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"
 COLUMNS = ["id", "path", "sha256", "raw_label", "label", "split"]
 
 
