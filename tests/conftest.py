@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 MEDMNIST = SHARED_DATA / "medmnist"
@@ -20,3 +23,12 @@ def snakemake(
     exe = Path(sys.executable).with_name("snakemake")
     cmd = [str(exe), "--snakefile", str(ROOT / "workflow" / "Snakefile"), *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def single_thread():
+    """One intra-op thread: the tiny test models run far faster so on a small, shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,15 +18,6 @@ CFG = DissolveConfig(t_min=30, t_max=50, cache_t_stride=10, resolution=16, fit="
 IDS = np.array(["a", "b", "c", "d", "e"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: much faster on a small, shared CPU; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dissolver() -> Dissolver:
     torch.manual_seed(0)

@@ -15,15 +15,6 @@ from dia.contrastive.views import make_views
 K = NUM_SHIFTS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: much faster on a small, shared CPU; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize(("arch", "size"), [("resnet18_cifar", 28), ("resnet18_imagenet", 64)])
 def test_resnet_output_shapes(arch: str, size: int) -> None:
     torch.manual_seed(0)

@@ -11,15 +11,6 @@ from dia.diffusion.model import L1GaussianDiffusion, build_diffusion
 RES = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: much faster on a small, shared CPU; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def diffusion() -> L1GaussianDiffusion:
     torch.manual_seed(0)

@@ -19,15 +19,6 @@ from dia.evaluation.score import (
 K = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: much faster on a small, shared CPU; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_features(n: int, d: int, seed: int) -> ShiftFeatures:
     g = torch.Generator().manual_seed(seed)
     proj = torch.randn(n, K, d, generator=g, dtype=torch.float64)

@@ -22,14 +22,6 @@ SPEC = CONFIG["datasets"]["phantom"]
 LAYERS = [{s: CONFIG[s] for s in ("diffusion", "dissolve", "contrastive", "score")}, SPEC]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Phantom data, a diffusion model and its dissolve cache, built once."""
@@ -135,23 +127,19 @@ def test_diffusion_subset_is_deterministic_and_sized() -> None:
         diffusion_subset(10, 0.0, seed=0)
 
 
-def test_dia_without_cache_is_a_clear_error(prepared: Path, tmp_path: Path) -> None:
-    layers = [*LAYERS, {"contrastive": {"method": "dia"}}]
-    with pytest.raises(DiaError, match="dissolve_source"):
-        run_train(
-            data_dir=prepared / "data",
-            out_dir=tmp_path,
-            state_dir=tmp_path / "s",
-            preset="dia_code",
-            layers=layers,
-            seed=0,
-            device="cpu",
-        )
-
-
-def test_image_size_mismatch_is_a_clear_error(prepared: Path, tmp_path: Path) -> None:
-    layers = [*LAYERS, {"contrastive": {"method": "csi", "image_size": 28}}]
-    with pytest.raises(DiaError, match="image_size"):
+@pytest.mark.parametrize(
+    ("override", "culprit"),
+    [
+        ({"method": "dia"}, "dissolve_source"),
+        ({"method": "csi", "image_size": 28}, "image_size"),
+    ],
+)
+def test_bad_run_setup_is_a_clear_error(
+    prepared: Path, tmp_path: Path, override: dict[str, object], culprit: str
+) -> None:
+    """DIA without a dissolve cache, or images of another size than the network expects."""
+    layers = [*LAYERS, {"contrastive": override}]
+    with pytest.raises(DiaError, match=culprit):
         run_train(
             data_dir=prepared / "data",
             out_dir=tmp_path,

@@ -17,6 +17,7 @@ from denoising_diffusion_pytorch import GaussianDiffusion, Unet
 
 from dia.config import DiffusionConfig
 from dia.errors import DiaError
+from dia.io import atomic_path
 
 
 class L1GaussianDiffusion(GaussianDiffusion):
@@ -56,8 +57,6 @@ def save_diffusion(
     path: Path, diffusion: L1GaussianDiffusion, ema_model: torch.nn.Module, cfg: DiffusionConfig
 ) -> None:
     """Save online and EMA weights with the config that rebuilds the network."""
-    from dia.io import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save(
             {
