@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +18,33 @@ TINY_CONFIG = ROOT / "tests" / "data" / "tiny.yaml"
 
 
 def snakemake(
-    *args: str | os.PathLike[str], cwd: Path = ROOT, timeout: float = 900
+    *args: str | os.PathLike[str],
+    cwd: Path = ROOT,
+    timeout: float = 900,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the Snakemake CLI of this interpreter's environment on the workflow."""
     exe = Path(sys.executable).with_name("snakemake")
     cmd = [str(exe), "--snakefile", str(ROOT / "workflow" / "Snakefile"), *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_workflow(work: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    """Run the whole workflow for real in ``work`` with ``config``, on 2 cores.
+
+    ``work`` gets its own copy of config/ because frozen split manifests are read from there.
+    """
+    shutil.copytree(ROOT / "config", work / "config", dirs_exist_ok=True)
+    return snakemake(
+        "--cores",
+        "2",
+        "--directory",
+        work,
+        "--configfile",
+        config,
+        "--replace-workflow-config",
+        cwd=work,
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -44,8 +44,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.cut_first_response and not self.sent:
             body = body[: len(body) // 2]  # connection drops mid-transfer
+        self.sent.append(len(body))  # before writing: the client may finish before we return
         self.wfile.write(body)
-        self.sent.append(len(body))
 
     def log_message(self, *args: object) -> None:
         pass

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TINY_CONFIG, snakemake
+from tests.conftest import TINY_CONFIG, run_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -20,17 +19,7 @@ pytestmark = pytest.mark.slow
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run the tiny workflow once; every test below inspects its outputs."""
     work = tmp_path_factory.mktemp("tiny_run")
-    shutil.copytree(ROOT / "config", work / "config")
-    result = snakemake(
-        "--cores",
-        "2",
-        "--directory",
-        work,
-        "--configfile",
-        TINY_CONFIG,
-        "--replace-workflow-config",
-        cwd=work,
-    )
+    result = run_workflow(work, TINY_CONFIG)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return work
 

@@ -28,29 +28,36 @@ def test_lint_is_clean() -> None:
     assert "Congratulations" in result.stdout + result.stderr
 
 
-def test_paper_dry_run_has_every_stage_for_both_datasets_and_three_seeds() -> None:
+PAPER_DATASETS = ("pneumoniamnist", "breastmnist", "sarscov2", "kvasir", "oct2017", "aptos2019")
+
+
+def test_paper_dry_run_has_every_stage_for_six_datasets_and_three_seeds() -> None:
     result = snakemake("-n")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts == {
-        "download": 2,
-        "prepare": 2,
-        "train_diffusion": 2,
-        "dissolve_cache": 2,
-        "train": 12,
-        "score": 12,
+        "download_npz": 2,
+        "download_files": 4,
+        "prepare": 6,
+        "train_diffusion": 6,
+        "dissolve_cache": 6,
+        "train": 36,
+        "score": 36,
         "table1": 1,
         "all": 1,
-        "total": 34,
+        "total": 98,
     }
-    for dataset in ("pneumoniamnist", "breastmnist"):
+    for dataset in PAPER_DATASETS:
         for method in ("dia", "csi"):
             for seed in range(3):
                 assert (
                     f"results/runs/{method}/{dataset}/default/seed{seed}/metrics.json"
                     in result.stdout
                 )
-    assert "results/dissolved/pneumoniamnist/res32_ratio1.0.npz" in result.stdout
+        assert f"results/dissolved/{dataset}/res32_ratio1.0.npz" in result.stdout
+    for dataset in ("sarscov2", "kvasir", "oct2017", "aptos2019"):
+        assert f"resources/raw/{dataset}/source.json" in result.stdout
+    assert "config/splits/sarscov2.csv" in result.stdout
 
 
 def test_csi_runs_do_not_depend_on_the_diffusion_model() -> None:

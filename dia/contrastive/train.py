@@ -24,6 +24,7 @@ from dia.contrastive.loss import contrastive_loss, shift_loss
 from dia.contrastive.optim import LARS, set_lr, warmup_cosine_lr
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.views import DissolveFn, make_views
+from dia.data.prepare import ImageBatches
 from dia.io import atomic_path
 
 EvalFn = Callable[[ResNet18], dict[str, np.ndarray]]
@@ -58,7 +59,7 @@ class Trainer:
     def __init__(
         self,
         cfg: ContrastiveConfig,
-        images: torch.Tensor,
+        images: torch.Tensor | ImageBatches,
         *,
         dissolve: DissolveFn | None,
         seed: int,

@@ -18,9 +18,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dia.data.cifar import load_cifar
+from dia.data.images import decode_images, pixel_sha256
+from dia.data.layouts import Listing
 from dia.data.medmnist import SPLITS, load_npz_splits
+from dia.data.splits import SplitSpec, assign_splits, frozen_splits
 from dia.errors import DiaError
-from dia.io import atomic_path, bytes_digest, file_digest
+from dia.io import atomic_path, file_digest
 
 if TYPE_CHECKING:
     import torch
@@ -48,35 +52,61 @@ class PreparedData:
         return mask if label is None else mask & (self.labels == label)
 
 
+def label_map(
+    present: set[str],
+    normal_labels: Sequence[int | str],
+    anomaly_labels: Sequence[int | str] | None,
+    source: object,
+) -> dict[str, int]:
+    """Binary label of each selected raw label (0 normal, 1 anomaly); unselected ones are absent.
+
+    Raw labels are compared as strings, so config values may be class indices or folder names.
+    Without ``anomaly_labels`` every raw label that is not normal is an anomaly.
+    """
+    normal = {str(v) for v in normal_labels}
+    anomaly = present - normal if anomaly_labels is None else {str(v) for v in anomaly_labels}
+    if not normal:
+        raise DiaError("normal_labels is empty; list the normal raw labels in the dataset's config")
+    absent = sorted((normal | anomaly) - present)
+    if absent:
+        raise DiaError(
+            f"label(s) {absent} selected as normal/anomaly but {source} has labels "
+            f"{sorted(present)}; fix normal_labels/anomaly_labels in the dataset's config"
+        )
+    if normal & anomaly:
+        raise DiaError(
+            f"label(s) {sorted(normal & anomaly)} are both normal and anomaly; fix "
+            f"normal_labels/anomaly_labels in the dataset's config"
+        )
+    return {label: int(label in anomaly) for label in normal | anomaly}
+
+
 def prepare_from_npz(
     raw_npz: Path,
     out_dir: Path,
     *,
-    normal_labels: Sequence[int],
-    anomaly_labels: Sequence[int] | None = None,
+    normal_labels: Sequence[int | str],
+    anomaly_labels: Sequence[int | str] | None = None,
 ) -> None:
-    """Write ``manifest.csv`` and ``images.npz`` for a MedMNIST-layout npz.
-
-    Raw labels in ``normal_labels`` become 0, those in ``anomaly_labels`` (default: every other
-    label) become 1, and images with a raw label in neither are dropped.
-    """
+    """Write ``manifest.csv`` and ``images.npz`` for a MedMNIST-layout npz (official splits)."""
     raw_npz = Path(raw_npz)
     splits = load_npz_splits(raw_npz)
-    normal, anomaly = _label_sets(raw_npz, splits, normal_labels, anomaly_labels)
+    present = {str(v) for _, labels in splits.values() for v in np.unique(labels)}
+    binary = label_map(present, normal_labels, anomaly_labels, raw_npz)
     rows: list[dict[str, object]] = []
     kept: list[np.ndarray] = []
     for split in SPLITS:
         images, raw_labels = splits[split]
-        for index in np.flatnonzero(np.isin(raw_labels, list(normal | anomaly))):
+        for index in np.flatnonzero(np.isin(raw_labels.astype(str), list(binary))):
             image = np.ascontiguousarray(images[index])
-            raw_label = int(raw_labels[index])
+            raw_label = str(raw_labels[index])
             rows.append(
                 {
                     "id": f"{split}_{index:06d}",
                     "path": f"{raw_npz.name}#{split}/{index}",
-                    "sha256": bytes_digest(image.tobytes()),
+                    "sha256": pixel_sha256(image),
                     "raw_label": raw_label,
-                    "label": int(raw_label in anomaly),
+                    "label": binary[raw_label],
                     "split": split,
                 }
             )
@@ -86,29 +116,68 @@ def prepare_from_npz(
     _write(Path(out_dir), rows, np.stack(kept))
 
 
-def _label_sets(
-    raw_npz: Path,
-    splits: dict[str, tuple[np.ndarray, np.ndarray]],
-    normal_labels: Sequence[int],
-    anomaly_labels: Sequence[int] | None,
-) -> tuple[set[int], set[int]]:
-    present = {int(v) for _, labels in splits.values() for v in np.unique(labels)}
-    normal = {int(v) for v in normal_labels}
-    anomaly = present - normal if anomaly_labels is None else {int(v) for v in anomaly_labels}
-    absent = sorted((normal | anomaly) - present)
-    if not normal:
-        raise DiaError("normal_labels is empty; list the normal raw labels in the dataset's config")
-    if absent:
-        raise DiaError(
-            f"label(s) {absent} selected as normal/anomaly but {raw_npz} has labels "
-            f"{sorted(present)}; fix normal_labels/anomaly_labels in the dataset's config"
-        )
-    if normal & anomaly:
-        raise DiaError(
-            f"label(s) {sorted(normal & anomaly)} are both normal and anomaly; fix "
-            f"normal_labels/anomaly_labels in the dataset's config"
-        )
-    return normal, anomaly
+def prepare_from_listing(
+    listing: Listing,
+    out_dir: Path,
+    *,
+    normal_labels: Sequence[int | str],
+    anomaly_labels: Sequence[int | str] | None = None,
+    image_size: int | None,
+    split: SplitSpec,
+    frozen: Path | None = None,
+    workers: int = 1,
+) -> None:
+    """Decode the selected images of an image-file dataset once and write the prepared form.
+
+    Splits come from ``frozen`` when given (after checking the local files against it), else from
+    the official split where the archive has one, else from :func:`assign_splits`.
+    """
+    binary = label_map(set(listing.raw_labels), normal_labels, anomaly_labels, listing.root)
+    keep = [i for i, r in enumerate(listing.raw_labels) if r in binary]
+    paths = [listing.paths[i] for i in keep]
+    raw = [listing.raw_labels[i] for i in keep]
+    images, sha256 = decode_images(listing.root, paths, image_size, workers=workers)
+    if frozen is not None:
+        splits = frozen_splits(frozen, paths, sha256, raw)
+    else:
+        splits = assign_splits(paths, sha256, raw, split, [listing.official[i] for i in keep])
+    rows = [
+        {"id": p, "path": p, "sha256": d, "raw_label": r, "label": binary[r], "split": s}
+        for p, d, r, s in zip(paths, sha256, raw, splits, strict=True)
+    ]
+    _write(Path(out_dir), rows, images)
+
+
+def prepare_from_cifar(
+    root: Path,
+    name: str,
+    out_dir: Path,
+    *,
+    normal_labels: Sequence[int | str],
+    anomaly_labels: Sequence[int | str] | None = None,
+    split: SplitSpec,
+) -> None:
+    """CIFAR-10/100 with the official train/test split and validation carved from train."""
+    images, labels, official, ids = load_cifar(root, name)
+    raw = [str(v) for v in labels]
+    binary = label_map(set(raw), normal_labels, anomaly_labels, f"{name} under {root}")
+    keep = [i for i, r in enumerate(raw) if r in binary]
+    sha256 = [pixel_sha256(images[i]) for i in keep]
+    splits = assign_splits(
+        [ids[i] for i in keep], sha256, [raw[i] for i in keep], split, [official[i] for i in keep]
+    )
+    rows = [
+        {
+            "id": ids[i],
+            "path": ids[i],
+            "sha256": d,
+            "raw_label": raw[i],
+            "label": binary[raw[i]],
+            "split": s,
+        }
+        for i, d, s in zip(keep, sha256, splits, strict=True)
+    ]
+    _write(Path(out_dir), rows, images[keep])
 
 
 def _write(out_dir: Path, rows: list[dict[str, object]], images: np.ndarray) -> None:
@@ -167,3 +236,29 @@ def to_float_tensor(images: np.ndarray) -> torch.Tensor:
     if tensor.shape[1] == 1:
         tensor = tensor.expand(-1, 3, -1, -1)
     return tensor.contiguous()
+
+
+class ImageBatches:
+    """uint8 (N, H, W, C) images served as float (B, 3, H, W) batches on demand.
+
+    A 224-px dataset such as Kermany OCT needs 16 GB as one float tensor but 4 GB as uint8, so
+    training, scoring and caching index this instead of converting everything up front.
+    """
+
+    def __init__(self, images: np.ndarray) -> None:
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise ValueError(f"expected images of shape (N, H, W, 1|3), got {images.shape}")
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        n, h, w, _ = self.images.shape
+        return n, 3, h, w
+
+    def __getitem__(self, index: slice | np.ndarray | torch.Tensor) -> torch.Tensor:
+        if not isinstance(index, slice):
+            index = np.asarray(index)
+        return to_float_tensor(self.images[index])

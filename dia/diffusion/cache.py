@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from dia.config import DissolveConfig
+from dia.data.prepare import ImageBatches
 from dia.diffusion.dissolve import Dissolver
 from dia.errors import DiaError
 from dia.io import atomic_path
@@ -26,7 +27,12 @@ def t_grid(cfg: DissolveConfig) -> np.ndarray:
 
 
 def build_cache(
-    dissolver: Dissolver, images: torch.Tensor, ids: np.ndarray, dest: Path, *, device: str = "cpu"
+    dissolver: Dissolver,
+    images: torch.Tensor | ImageBatches,
+    ids: np.ndarray,
+    dest: Path,
+    *,
+    device: str = "cpu",
 ) -> None:
     """Dissolve ``images`` (N, 3, H, W) at every grid t and write ``dest`` (npz) atomically."""
     grid = t_grid(dissolver.cfg)

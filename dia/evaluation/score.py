@@ -19,6 +19,7 @@ from dia.config import ScoreConfig
 from dia.contrastive.augment import SimCLRAugment, random_hflip
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.shifts import NUM_SHIFTS, shift_all
+from dia.data.prepare import ImageBatches
 
 
 class ShiftFeatures(NamedTuple):
@@ -31,7 +32,7 @@ class ShiftFeatures(NamedTuple):
 @torch.no_grad()
 def extract_features(
     model: ResNet18,
-    images: torch.Tensor,
+    images: torch.Tensor | ImageBatches,
     *,
     shift: str,
     cfg: ScoreConfig,

@@ -6,38 +6,72 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dia.data.layouts import LISTERS
 from dia.data.medmnist import fetch_medmnist
 from dia.data.phantom import write_phantom_npz
-from dia.data.prepare import prepare_from_npz
+from dia.data.prepare import prepare_from_cifar, prepare_from_listing, prepare_from_npz
+from dia.data.sources import CIFAR, FILE_SOURCES, fetch_files, files_root
+from dia.data.splits import SplitSpec
 from dia.errors import DiaError
 from dia.io import file_digest, write_json
 from dia.meta import build_meta
 
+NPZ_SOURCES = ("medmnist", "phantom")
+
 
 def run_download(dataset: str, spec: dict[str, Any], dest: Path) -> None:
-    """Fetch (or generate, for ``phantom``) the raw npz of ``dataset`` into ``dest``."""
+    """Fetch (or generate) ``dataset``: its raw npz, or for image files its source.json."""
     source = spec.get("source")
+    local = spec.get("local_path")
     if source == "phantom":
         write_phantom_npz(dest, **(spec.get("phantom") or {}))
     elif source == "medmnist":
-        local = spec.get("local_path")
         fetch_medmnist(
             spec.get("flag", dataset),
             dest,
             local_path=Path(local) if local else None,
             size=int(spec.get("size", 28)),
         )
+    elif source in FILE_SOURCES:
+        fetch_files(source, dataset, dest, local)
     else:
         raise DiaError(
-            f"datasets.{dataset}.source: unknown source {source!r}; use 'medmnist' or 'phantom'"
+            f"datasets.{dataset}.source: unknown source {source!r}; use one of "
+            f"{', '.join(NPZ_SOURCES + FILE_SOURCES)}"
         )
 
 
-def run_prepare(dataset: str, spec: dict[str, Any], raw: Path, out_dir: Path) -> None:
+def run_prepare(
+    dataset: str,
+    spec: dict[str, Any],
+    raw: Path,
+    out_dir: Path,
+    *,
+    frozen: Path | None = None,
+    workers: int = 1,
+) -> None:
+    """Write the prepared form of ``dataset`` from the download step's output ``raw``."""
     started = time.time()
-    prepare_from_npz(
-        raw, out_dir, normal_labels=spec["normal_labels"], anomaly_labels=spec.get("anomaly_labels")
-    )
+    source = spec["source"]
+    labels = {"normal_labels": spec["normal_labels"], "anomaly_labels": spec.get("anomaly_labels")}
+    split = SplitSpec(**{k: v for k, v in (spec.get("split") or {}).items() if k != "frozen"})
+    if source in NPZ_SOURCES:
+        prepare_from_npz(raw, out_dir, **labels)
+    elif source in CIFAR:
+        prepare_from_cifar(files_root(raw), source, out_dir, split=split, **labels)
+    else:
+        prepare_from_listing(
+            LISTERS[source](files_root(raw)),
+            out_dir,
+            image_size=spec.get("image_size"),
+            split=split,
+            frozen=frozen,
+            workers=workers,
+            **labels,
+        )
+    inputs = {str(raw): file_digest(raw)}
+    if frozen is not None:
+        inputs[str(frozen)] = file_digest(frozen)
     write_json(
         out_dir / "meta.json",
         build_meta(
@@ -46,6 +80,6 @@ def run_prepare(dataset: str, spec: dict[str, Any], raw: Path, out_dir: Path) ->
             seed=None,
             device="cpu",
             started=started,
-            inputs={str(raw): file_digest(raw)},
+            inputs=inputs,
         ),
     )

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from dia.config import resolve
-from dia.data.prepare import load_prepared, to_float_tensor
+from dia.data.prepare import ImageBatches, load_prepared
 from dia.diffusion.cache import build_cache
 from dia.diffusion.dissolve import Dissolver, fit_to
 from dia.diffusion.model import load_diffusion
@@ -20,6 +20,7 @@ from dia.io import write_json
 from dia.meta import build_meta
 
 Layers = list[dict[str, Any]]
+_FIT_CHUNK = 512
 
 
 def diffusion_subset(n: int, ratio: float, seed: int) -> np.ndarray:
@@ -49,7 +50,9 @@ def run_train_diffusion(
     data = load_prepared(data_dir)
     normals = data.images[data.select("train", 0)]
     subset = diffusion_subset(len(normals), ratio, seed)
-    images = fit_to(to_float_tensor(normals[subset]), resolution, fit)
+    batches = ImageBatches(normals[subset])
+    chunks = range(0, len(batches), _FIT_CHUNK)
+    images = torch.cat([fit_to(batches[i : i + _FIT_CHUNK], resolution, fit) for i in chunks])
     summary = train_diffusion(
         images,
         dcfg,
@@ -93,9 +96,7 @@ def run_dissolve_cache(
         load_diffusion(model_path, cfg.weights, device), cfg, image_size=image_size
     )
     with torch.inference_mode():
-        build_cache(
-            dissolver, to_float_tensor(data.images[mask]), data.ids[mask], dest, device=device
-        )
+        build_cache(dissolver, ImageBatches(data.images[mask]), data.ids[mask], dest, device=device)
     write_json(
         dest.with_suffix(".meta.json"),
         build_meta(

@@ -19,7 +19,7 @@ from dia.config import ContrastiveConfig, ScoreConfig, resolve
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.train import Trainer, build_model
 from dia.contrastive.views import CachedDissolve, OnlineDissolve
-from dia.data.prepare import PreparedData, load_prepared, to_float_tensor
+from dia.data.prepare import ImageBatches, PreparedData, load_prepared
 from dia.diffusion.cache import DissolveCache
 from dia.diffusion.dissolve import Dissolver
 from dia.diffusion.model import load_diffusion
@@ -41,7 +41,7 @@ def score_splits(
     def features(mask: np.ndarray) -> Any:
         return extract_features(
             model,
-            to_float_tensor(data.images[mask]),
+            ImageBatches(data.images[mask]),
             shift=cfg.shift,
             cfg=score_cfg,
             image_size=cfg.image_size,
@@ -102,7 +102,7 @@ def run_train(
     score_cfg = resolve("score", preset, layers)
     data = load_prepared(data_dir)
     mask = data.select("train", 0)
-    images = to_float_tensor(data.images[mask])
+    images = ImageBatches(data.images[mask])
     if images.shape[-1] != cfg.image_size:
         raise DiaError(
             f"images are {images.shape[-1]} px but contrastive.image_size is "

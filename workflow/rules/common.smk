@@ -1,5 +1,8 @@
 # Helpers only (no rules): config validation, wildcard values and path/param functions.
 
+import sys
+from pathlib import Path
+
 import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -19,7 +22,17 @@ def validate_config(cfg):
 validate_config(config)
 
 SECTIONS = ("diffusion", "dissolve", "contrastive", "score")
+NPZ_SOURCES = ("medmnist", "phantom")
 DATASETS = list(config["datasets"])
+NPZ_DATASETS = [d for d in DATASETS if config["datasets"][d]["source"] in NPZ_SOURCES]
+FILE_DATASETS = [d for d in DATASETS if d not in NPZ_DATASETS]
+KAGGLE_SOURCES = ("sarscov2", "kermany", "aptos2019")
+KAGGLE_DATASETS = [
+    d
+    for d in FILE_DATASETS
+    if config["datasets"][d]["source"] in KAGGLE_SOURCES
+    and not config["datasets"][d].get("local_path")
+]
 METHODS = list(config["methods"])
 SEEDS = [int(s) for s in config["seeds"]]
 VARIANTS = ["default"]
@@ -98,6 +111,50 @@ def final_outputs():
 
 def dataset_spec(wildcards):
     return config["datasets"][wildcards.dataset]
+
+
+def one_of(names):
+    """Wildcard constraint matching exactly ``names`` (nothing when it is empty)."""
+    return "|".join(names) if names else "(?!)"
+
+
+def raw_data(wildcards):
+    """Output of the download step: the raw npz, or source.json for image-file datasets."""
+    if wildcards.dataset in NPZ_DATASETS:
+        return f"resources/raw/{wildcards.dataset}.npz"
+    return f"resources/raw/{wildcards.dataset}/source.json"
+
+
+def prepare_inputs(wildcards):
+    inputs = {"raw": raw_data(wildcards)}
+    frozen = (dataset_spec(wildcards).get("split") or {}).get("frozen")
+    if frozen:
+        inputs["frozen"] = str(Path(workflow.basedir).parent / frozen)
+    return inputs
+
+
+def check_credentials(jobs):
+    """Stop before any job runs when a pending Kaggle download has no credentials.
+
+    Imports only the torch-free `dia.data.kaggle`; the check never touches the network.
+    """
+    pending = sorted(
+        {
+            job.wildcards.dataset
+            for job in jobs
+            if job.rule.name == "download_files" and job.wildcards.dataset in KAGGLE_DATASETS
+        }
+    )
+    if not pending:
+        return
+    sys.path.insert(0, str(Path(workflow.basedir).parent))
+    from dia.data.kaggle import check_kaggle_credentials
+    from dia.errors import DiaError
+
+    try:
+        check_kaggle_credentials(pending)
+    except DiaError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 def dataset_layers(wildcards):

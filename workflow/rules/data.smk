@@ -1,10 +1,12 @@
-rule download:
+rule download_npz:
     output:
         "resources/raw/{dataset}.npz",
     log:
         "logs/download/{dataset}.log",
     benchmark:
         "benchmarks/download/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=one_of(NPZ_DATASETS),
     conda:
         "../../envs/dia.yaml"
     threads: 1
@@ -14,9 +16,30 @@ rule download:
         "../scripts/download.py"
 
 
+rule download_files:
+    output:
+        "resources/raw/{dataset}/source.json",
+    log:
+        "logs/download/{dataset}.log",
+    benchmark:
+        "benchmarks/download/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=one_of(FILE_DATASETS),
+    retries: 2
+    conda:
+        "../../envs/dia.yaml"
+    threads: 1
+    resources:
+        runtime=720,
+    params:
+        spec=dataset_spec,
+    script:
+        "../scripts/download.py"
+
+
 rule prepare:
     input:
-        "resources/raw/{dataset}.npz",
+        unpack(prepare_inputs),
     output:
         manifest="results/data/{dataset}/manifest.csv",
         images="results/data/{dataset}/images.npz",
@@ -27,7 +50,9 @@ rule prepare:
         "benchmarks/prepare/{dataset}.tsv"
     conda:
         "../../envs/dia.yaml"
-    threads: 1
+    threads: 4
+    resources:
+        mem_mb=32000,
     params:
         spec=dataset_spec,
     script:

@@ -24,7 +24,7 @@ rule train_diffusion:
     params:
         preset=config["preset"],
         layers=dataset_layers,
-        seed=config["diffusion_seed"],
+        seed=config.get("diffusion_seed", 0),
         device=device(),
         state_dir="results/state/diffusion/{dataset}/res{res}_ratio{ratio}",
     script:

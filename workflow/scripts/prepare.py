@@ -9,7 +9,9 @@ run(
     lambda: run_prepare(
         snakemake.wildcards.dataset,
         snakemake.params.spec,
-        Path(snakemake.input[0]),
+        Path(snakemake.input.raw),
         Path(snakemake.output.manifest).parent,
+        frozen=Path(frozen) if (frozen := snakemake.input.get("frozen")) else None,
+        workers=snakemake.threads,
     ),
 )

@@ -1,0 +1,86 @@
+"""Decode image files once, into one uint8 array per dataset and resolution.
+
+Every file is converted to RGB (what torchvision's default loader and the official DIA code do, so
+grayscale CT and OCT scans become three equal channels) and resized to ``size`` x ``size`` with
+PIL's bilinear filter, as ``torchvision.transforms.Resize((size, size))`` does on PIL images.
+Its identity is the sha256 of its decoded RGB pixels at native resolution, which survives lossless
+re-encoding of the archive. A dataset whose images all have equal channels is stored with one
+channel; :func:`dia.data.prepare.to_float_tensor` replicates it to three.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from dia.errors import DiaError
+
+_CHUNK = 32
+
+
+def pixel_sha256(pixels: np.ndarray) -> str:
+    """sha256 of an image's decoded pixels and shape: equal for losslessly re-encoded files."""
+    header = "x".join(map(str, pixels.shape)).encode() + b":"
+    return hashlib.sha256(header + np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def decode_image(path: Path, size: int | None) -> tuple[np.ndarray, str]:
+    """(RGB uint8 image resized to ``size`` (native when None), sha256 of the native pixels)."""
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise DiaError(
+            f"cannot decode image {path} ({exc}); replace it with an intact copy from the "
+            f"official archive (or delete the extracted folder and re-run the download)"
+        ) from exc
+    digest = pixel_sha256(np.asarray(rgb))
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8), digest
+
+
+def _decode_chunk(args: tuple[list[Path], int | None]) -> list[tuple[np.ndarray, str]]:
+    paths, size = args
+    out = []
+    for path in paths:
+        image, digest = decode_image(path, size)
+        gray = bool((image == image[..., :1]).all())
+        out.append((image[..., :1].copy() if gray else image, digest))
+    return out
+
+
+def decode_images(
+    root: Path, paths: Sequence[str], size: int | None, *, workers: int = 1
+) -> tuple[np.ndarray, list[str]]:
+    """Decode ``root / path`` for every path into (N, size, size, C) uint8 and pixel hashes.
+
+    ``C`` is 1 when every image has three equal channels, else 3. ``workers`` > 1 decodes in a
+    process pool (large archives such as Kermany's 84,000 OCT scans).
+    """
+    files = [Path(root) / p for p in paths]
+    chunks = [(files[i : i + _CHUNK], size) for i in range(0, len(files), _CHUNK)]
+    if workers > 1 and len(chunks) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1)) as pool:
+            decoded = [item for chunk in pool.map(_decode_chunk, chunks) for item in chunk]
+    else:
+        decoded = [item for chunk in map(_decode_chunk, chunks) for item in chunk]
+    if not decoded:
+        raise DiaError(f"no images to decode under {root}")
+    shapes = {image.shape[:2] for image, _ in decoded}
+    if len(shapes) > 1:
+        raise DiaError(
+            f"images under {root} have different sizes {sorted(shapes)[:3]}...; set the "
+            f"dataset's image_size option so they are resized to one size"
+        )
+    channels = max(image.shape[-1] for image, _ in decoded)
+    images = np.empty((len(decoded), *shapes.pop(), channels), dtype=np.uint8)
+    for i, (image, _) in enumerate(decoded):
+        images[i] = image  # a one-channel image broadcasts to three equal channels
+    return images, [digest for _, digest in decoded]
