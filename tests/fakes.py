@@ -23,6 +23,15 @@ def _image(path: Path, rng: np.random.Generator, size: tuple[int, int], gray: bo
     Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
 
 
+def make_sarscov2(root: Path, per_class: int = 3) -> Path:
+    """``COVID/Covid (<n>).png`` and ``non-COVID/Non-Covid (<n>).png``, as in the Kaggle zip."""
+    rng = np.random.default_rng(4)
+    for folder, stem in (("COVID", "Covid"), ("non-COVID", "Non-Covid")):
+        for i in range(per_class):
+            _image(root / folder / f"{stem} ({i + 1}).png", rng, (30, 24), gray=False)
+    return root
+
+
 def make_kermany(root: Path, per_class: int = 3) -> Path:
     """``OCT2017/{train,test,val}/<class>/<CLASS>-<patient>-<n>.jpeg``, grayscale JPEGs."""
     rng = np.random.default_rng(0)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import tarfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from torchvision.datasets import CIFAR10
 
 import dia.data.sources as sources
 from dia.data.prepare import load_prepared
@@ -13,7 +15,14 @@ from dia.errors import DiaError
 from dia.io import read_json
 from dia.stages.data import run_download, run_prepare
 from tests.conftest import ROOT, SHARED_DATA
-from tests.fakes import make_kermany, make_kvasir, zip_tree
+from tests.fakes import (
+    make_aptos,
+    make_cifar,
+    make_kermany,
+    make_kvasir,
+    make_sarscov2,
+    zip_tree,
+)
 
 KVASIR = {
     "source": "kvasir",
@@ -99,3 +108,46 @@ def test_sarscov2_from_local_path_with_frozen_split(tmp_path):
     data = load_prepared(tmp_path / "data")
     assert data.images.shape == (2481, 16, 16, 3)
     assert (data.select("test", 0).sum(), data.select("test", 1).sum()) == (246, 250)
+
+
+@pytest.mark.parametrize(
+    ("source", "make", "kind", "ref"),
+    [
+        ("sarscov2", make_sarscov2, "dataset", "plameneduardo/sarscov2-ctscan-dataset"),
+        ("kermany", make_kermany, "dataset", "paultimothymooney/kermany2018"),
+        ("aptos2019", make_aptos, "competition", "aptos2019-blindness-detection"),
+    ],
+)
+def test_kaggle_sources_download_their_official_archive(
+    tmp_path, monkeypatch, source, make, kind, ref
+):
+    archive = zip_tree(make(tmp_path / "src"), tmp_path / "served.zip")
+    calls = []
+
+    def fake_kaggle(kind: str, ref: str, dest: Path, *, dataset: str) -> Path:  # network boundary
+        calls.append((kind, ref, dest.name, dataset))
+        dest.write_bytes(archive.read_bytes())
+        return dest
+
+    monkeypatch.setattr(sources, "kaggle_download", fake_kaggle)
+    dest = tmp_path / "raw" / "source.json"
+    dest.parent.mkdir()
+    sources.fetch_files(source, "mine", dest)
+    assert calls == [(kind, ref, "archive.zip", "mine")]
+    assert read_json(dest)["origin"] == "download"
+
+
+def test_cifar_archive_from_local_path(tmp_path, monkeypatch):
+    folder, md5 = make_cifar(tmp_path / "src", "cifar10")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    monkeypatch.setattr(CIFAR10, "train_list", [[f, m] for f, m in md5.items() if "data" in f])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    dest = tmp_path / "raw" / "source.json"
+    spec = {"source": "cifar10", "local_path": str(archive), "normal_labels": [0]}
+    run_download("cifar10", spec, dest)
+    run_prepare("cifar10", {**spec, "split": {"val_fraction": 0.1}}, dest, tmp_path / "data")
+    data = load_prepared(tmp_path / "data")
+    assert data.images.shape == (120, 32, 32, 3)
+    assert data.select("test").sum() == 20
