@@ -148,6 +148,24 @@ class ScoreConfig(_Config):
     batch_size: int = 128
 
 
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig(_Config):
+    """Fields every baseline has; each baseline's config adds its own, with official defaults.
+
+    ``pretrained: false`` builds the backbones with random weights; it exists for tests and the
+    CPU demo and is never a default.
+    """
+
+    image_size: int = 224
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-4
+    pretrained: bool = True
+    eval_every_epochs: int | None = None
+    checkpoint_every_steps: int = 500
+    score_batch_size: int = 64
+
+
 _LITERALS: dict[str, tuple[str, ...]] = {
     name: get_args(alias)
     for name, alias in {
@@ -202,13 +220,24 @@ SECTIONS = {
 }
 
 
+def section_class(section: str) -> Any:
+    """Config dataclass of a stage section or of a baseline (``kdad``, ``rd4ad``, ...)."""
+    if section in SECTIONS:
+        return SECTIONS[section]
+    from dia.baselines import BASELINES, config_class
+
+    if section in BASELINES:
+        return config_class(section)
+    raise DiaError(f"unknown config section {section!r}")
+
+
 def resolve(section: str, preset_name: str, layers: list[Mapping[str, Any]]) -> Any:
     """Build one stage config: preset values, then each layer's ``section`` subtree in order.
 
     The workflow passes the layers global -> dataset -> method, so a dataset can set its input
     size and a method its own switches without repeating the rest.
     """
-    cls = SECTIONS[section]
+    cls = section_class(section)
     merged: dict[str, Any] = dict(preset(preset_name).get(section, {}))
     for layer in layers:
         merged.update((layer or {}).get(section) or {})

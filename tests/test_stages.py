@@ -19,7 +19,9 @@ from tests.conftest import TINY_CONFIG
 
 CONFIG = yaml.safe_load(TINY_CONFIG.read_text())
 SPEC = CONFIG["datasets"]["phantom"]
-LAYERS = [{s: CONFIG[s] for s in ("diffusion", "dissolve", "contrastive", "score")}, SPEC]
+BASELINES = ("kdad", "transformaly", "rd4ad", "uniad", "meanshift")
+SECTIONS = ("diffusion", "dissolve", "contrastive", "score", *BASELINES)
+LAYERS = [{s: CONFIG[s] for s in SECTIONS}, SPEC]
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +151,34 @@ def test_bad_run_setup_is_a_clear_error(
             seed=0,
             device="cpu",
         )
+
+
+@pytest.mark.parametrize("baseline", BASELINES)
+def test_baselines_train_and_score_like_dia(prepared: Path, tmp_path: Path, baseline: str) -> None:
+    """Same files as a DIA run, deterministic for a seed, the training normals only."""
+    layers = [*LAYERS, {"model": baseline}]
+
+    def train_and_score(out: Path) -> str:
+        run_train(
+            data_dir=prepared / "data",
+            out_dir=out,
+            state_dir=out / "state",
+            preset="dia_code",
+            layers=layers,
+            seed=0,
+            device="cpu",
+        )
+        run_score(
+            data_dir=prepared / "data", run_dir=out, preset="dia_code", layers=layers, device="cpu"
+        )
+        return (out / "scores.csv").read_text()
+
+    first = train_and_score(tmp_path / "a")
+    assert first == train_and_score(tmp_path / "b")
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert set(metrics) == {"last", "val", "test_oracle"}
+    assert 0.0 <= metrics["last"]["auroc"] <= 1.0
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta["train"]["model"] == baseline
+    assert meta["train"]["config"][baseline]["pretrained"] is False
+    assert meta["train"]["n_train_images"] == SPEC["phantom"]["n_train"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dia.config import SECTIONS, resolve
+from dia.baselines import BASELINES
+from dia.config import SECTIONS, resolve, section_class
 from tests.conftest import ROOT, TINY_CONFIG, snakemake
 
 CONFIGS = [*sorted((ROOT / "config").glob("*.yaml")), TINY_CONFIG]
@@ -31,7 +32,10 @@ def test_lint_is_clean() -> None:
 PAPER_DATASETS = ("pneumoniamnist", "breastmnist", "sarscov2", "kvasir", "oct2017", "aptos2019")
 
 
-def test_paper_dry_run_has_every_stage_for_six_datasets_and_three_seeds() -> None:
+PAPER_METHODS = ("dia", "csi", "kdad", "transformaly", "rd4ad", "uniad", "meanshift")
+
+
+def test_paper_dry_run_has_every_stage_for_six_datasets_seven_methods_three_seeds() -> None:
     result = snakemake("-n")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
@@ -41,14 +45,14 @@ def test_paper_dry_run_has_every_stage_for_six_datasets_and_three_seeds() -> Non
         "prepare": 6,
         "train_diffusion": 6,
         "dissolve_cache": 6,
-        "train": 36,
-        "score": 36,
+        "train": 126,
+        "score": 126,
         "table1": 1,
         "all": 1,
-        "total": 98,
+        "total": 278,
     }
     for dataset in PAPER_DATASETS:
-        for method in ("dia", "csi"):
+        for method in PAPER_METHODS:
             for seed in range(3):
                 assert (
                     f"results/runs/{method}/{dataset}/default/seed{seed}/metrics.json"
@@ -60,7 +64,7 @@ def test_paper_dry_run_has_every_stage_for_six_datasets_and_three_seeds() -> Non
     assert "config/splits/sarscov2.csv" in result.stdout
 
 
-def test_csi_runs_do_not_depend_on_the_diffusion_model() -> None:
+def test_only_dia_runs_depend_on_the_diffusion_model() -> None:
     result = snakemake(
         "-n",
         "--forcerun",
@@ -68,14 +72,15 @@ def test_csi_runs_do_not_depend_on_the_diffusion_model() -> None:
         "--until",
         "train",
         "--configfile",
-        TINY_CONFIG,
+        ROOT / "config" / "demo.yaml",
         "--replace-workflow-config",
     )
     assert result.returncode == 0, result.stderr
-    csi_block = [
-        b for b in result.stdout.split("\n\n") if "results/runs/csi" in b and "rule train" in b
-    ]
-    assert csi_block and all("dissolved" not in b for b in csi_block)
+    blocks = [b for b in result.stdout.split("\n\n") if "rule train:" in b]
+    for method in PAPER_METHODS:
+        mine = [b for b in blocks if f"results/runs/{method}/" in b]
+        assert len(mine) == 2, method  # two demo seeds
+        assert all(("dissolved" in b) == (method == "dia") for b in mine), method
 
 
 def _write_config(tmp_path: Path, edit) -> Path:
@@ -106,20 +111,23 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, edit, cu
 
 def test_schema_matches_the_config_dataclasses() -> None:
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    for section, cls in SECTIONS.items():
+    for section in [*SECTIONS, *BASELINES]:
         keys = set(schema["$defs"][section]["properties"])
-        assert keys == {f.name for f in dataclasses.fields(cls)}, section
+        assert keys == {f.name for f in dataclasses.fields(section_class(section))}, section
+    assert schema["$defs"]["method"]["properties"]["model"]["enum"] == list(BASELINES)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_resolve_into_stage_configs(path: Path) -> None:
     config = yaml.safe_load(path.read_text())
+    sections = [*SECTIONS, *BASELINES]
     for dataset, spec in config["datasets"].items():
         for method, mspec in config["methods"].items():
-            layers = [{s: config.get(s, {}) for s in SECTIONS}, spec, mspec]
-            for section in SECTIONS:
+            layers = [{s: config.get(s, {}) for s in sections}, spec, mspec]
+            for section in sections:
                 resolve(section, config["preset"], layers)
-            assert resolve("contrastive", config["preset"], layers).method == method, dataset
+            if "model" not in mspec:
+                assert resolve("contrastive", config["preset"], layers).method == method, dataset
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

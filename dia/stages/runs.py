@@ -1,4 +1,7 @@
-"""Stages ``train`` and ``score`` of a CSI or DIA run (one method x dataset x variant x seed).
+"""Stages ``train`` and ``score`` of one run (method x dataset x variant x seed).
+
+CSI and DIA share the contrastive trainer; a baseline (the method's ``model`` key) goes through
+:mod:`dia.stages.baselines`. Both write the same files.
 
 ``train`` writes model.pt, train_log.csv, evals.npz (the periodic validation and test scores the
 ``val`` and ``test_oracle`` selection rules need) and train_meta.json. ``score`` scores the final
@@ -17,7 +20,7 @@ import torch
 
 from dia.config import ContrastiveConfig, ScoreConfig, resolve
 from dia.contrastive.resnet import ResNet18
-from dia.contrastive.train import Trainer, build_model
+from dia.contrastive.train import Trainer, TrainState, build_model
 from dia.contrastive.views import CachedDissolve, OnlineDissolve
 from dia.data.prepare import ImageBatches, PreparedData, load_prepared
 from dia.diffusion.cache import DissolveCache
@@ -28,6 +31,7 @@ from dia.evaluation.score import anomaly_scores, extract_features, fit_statistic
 from dia.evaluation.selection import select_all
 from dia.io import atomic_path, read_json, write_json
 from dia.meta import build_meta
+from dia.stages.baselines import score_baseline, train_baseline
 
 Layers = list[dict[str, Any]]
 EVAL_SPLITS = ("val", "test")
@@ -85,6 +89,46 @@ def _write_log(path: Path, log: list[dict[str, float]]) -> None:
         writer.writerows(log)
 
 
+def method_model(layers: Layers) -> str | None:
+    """The baseline a run trains (the method layer's ``model``), or None for CSI / DIA."""
+    return (layers[-1] or {}).get("model") if layers else None
+
+
+def _train_contrastive(
+    data: PreparedData,
+    normals: ImageBatches,
+    *,
+    state_dir: Path,
+    preset: str,
+    layers: Layers,
+    seed: int,
+    device: str,
+    cache: Path | None,
+    diffusion: Path | None,
+) -> tuple[torch.nn.Module, TrainState, dict[str, Any]]:
+    cfg = resolve("contrastive", preset, layers)
+    score_cfg = resolve("score", preset, layers)
+    if normals.shape[-1] != cfg.image_size:
+        raise DiaError(
+            f"images are {normals.shape[-1]} px but contrastive.image_size is "
+            f"{cfg.image_size}; set it in the dataset's config"
+        )
+    source = _dissolve_source(
+        cfg,
+        preset,
+        layers,
+        cache=cache,
+        diffusion=diffusion,
+        ids=data.ids[data.select("train", 0)],
+        device=device,
+    )
+    trainer = Trainer(cfg, normals, dissolve=source, seed=seed, device=device)
+    state = trainer.fit(
+        state_dir=state_dir, evaluate=lambda m: score_splits(m, data, cfg, score_cfg, device)
+    )
+    return trainer.model, state, {"contrastive": cfg.to_dict(), "score": score_cfg.to_dict()}
+
+
 def run_train(
     *,
     data_dir: Path,
@@ -97,26 +141,43 @@ def run_train(
     cache: Path | None = None,
     diffusion: Path | None = None,
 ) -> None:
+    """Train CSI, DIA or a baseline (see :func:`method_model`) on the training normals."""
     started = time.time()
-    cfg = resolve("contrastive", preset, layers)
-    score_cfg = resolve("score", preset, layers)
     data = load_prepared(data_dir)
-    mask = data.select("train", 0)
-    images = ImageBatches(data.images[mask])
-    if images.shape[-1] != cfg.image_size:
-        raise DiaError(
-            f"images are {images.shape[-1]} px but contrastive.image_size is "
-            f"{cfg.image_size}; set it in the dataset's config"
+    normals = ImageBatches(data.images[data.select("train", 0)])
+    baseline = method_model(layers)
+    if baseline:
+        model, state, config = train_baseline(
+            baseline,
+            data,
+            normals,
+            state_dir=state_dir,
+            preset=preset,
+            layers=layers,
+            seed=seed,
+            device=device,
         )
-    source = _dissolve_source(
-        cfg, preset, layers, cache=cache, diffusion=diffusion, ids=data.ids[mask], device=device
-    )
-    trainer = Trainer(cfg, images, dissolve=source, seed=seed, device=device)
-    state = trainer.fit(
-        state_dir=state_dir, evaluate=lambda m: score_splits(m, data, cfg, score_cfg, device)
-    )
+    else:
+        model, state, config = _train_contrastive(
+            data,
+            normals,
+            state_dir=state_dir,
+            preset=preset,
+            layers=layers,
+            seed=seed,
+            device=device,
+            cache=cache,
+            diffusion=diffusion,
+        )
     with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({"config": cfg.to_dict(), "model": trainer.model.state_dict()}, tmp)
+        torch.save(
+            {
+                "model_name": baseline or "contrastive",
+                "config": config,
+                "model": model.state_dict(),
+            },
+            tmp,
+        )
     _write_log(out_dir / "train_log.csv", state.log)
     epochs = np.array([e for e, _ in state.evals], dtype=np.int64)
     with atomic_path(out_dir / "evals.npz") as tmp, open(tmp, "wb") as f:
@@ -134,7 +195,7 @@ def run_train(
         out_dir / "train_meta.json",
         build_meta(
             stage="train",
-            config={"contrastive": cfg.to_dict(), "score": score_cfg.to_dict()},
+            config=config,
             seed=seed,
             device=device,
             started=started,
@@ -143,21 +204,36 @@ def run_train(
                 "cache": str(cache or ""),
                 "diffusion": str(diffusion or ""),
             },
-            extra={"steps": state.step, "n_train_images": len(images)},
+            extra={
+                "model": baseline or "contrastive",
+                "epochs": state.epoch,
+                "steps": state.step,
+                "n_train_images": len(normals),
+            },
         ),
     )
     (state_dir / "last.pt").unlink(missing_ok=True)
 
 
-def run_score(*, data_dir: Path, run_dir: Path, preset: str, layers: Layers, device: str) -> None:
-    started = time.time()
-    ckpt = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
-    cfg = ContrastiveConfig.from_dict(ckpt["config"])
+def _score_contrastive(
+    ckpt: dict[str, Any], data: PreparedData, preset: str, layers: Layers, device: str
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    cfg = ContrastiveConfig.from_dict(ckpt["config"]["contrastive"])
     score_cfg = resolve("score", preset, layers)
     model = build_model(cfg).to(device)
     model.load_state_dict(ckpt["model"])
+    return score_splits(model, data, cfg, score_cfg, device), {"score": score_cfg.to_dict()}
+
+
+def run_score(*, data_dir: Path, run_dir: Path, preset: str, layers: Layers, device: str) -> None:
+    """Score the trained model of ``run_dir``: scores.csv, metrics.json, meta.json."""
+    started = time.time()
+    ckpt = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
     data = load_prepared(data_dir)
-    final = score_splits(model, data, cfg, score_cfg, device)
+    if ckpt["model_name"] == "contrastive":
+        final, config = _score_contrastive(ckpt, data, preset, layers, device)
+    else:
+        final, config = score_baseline(ckpt, data, device)
 
     with atomic_path(run_dir / "scores.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
@@ -169,20 +245,20 @@ def run_score(*, data_dir: Path, run_dir: Path, preset: str, layers: Layers, dev
             ):
                 writer.writerow([i, split, int(label), f"{score:.8g}"])
 
+    train_meta = read_json(run_dir / "train_meta.json")
     with np.load(run_dir / "evals.npz") as z:
         history = {
-            "epochs": [*z["epochs"], cfg.epochs],
+            "epochs": [*z["epochs"], train_meta["epochs"]],
             **{s: [*z[s], final[s]] for s in EVAL_SPLITS},
         }
     labels = {s: data.labels[data.select(s)] for s in EVAL_SPLITS}
     metrics = select_all(history, labels)
     write_json(run_dir / "metrics.json", metrics)
-    train_meta = read_json(run_dir / "train_meta.json")
     write_json(
         run_dir / "meta.json",
         build_meta(
             stage="score",
-            config={"score": score_cfg.to_dict()},
+            config=config,
             seed=train_meta["seed"],
             device=device,
             started=started,

@@ -21,7 +21,8 @@ def validate_config(cfg):
 
 validate_config(config)
 
-SECTIONS = ("diffusion", "dissolve", "contrastive", "score")
+BASELINES = ("kdad", "transformaly", "rd4ad", "uniad", "meanshift")
+SECTIONS = ("diffusion", "dissolve", "contrastive", "score", *BASELINES)
 NPZ_SOURCES = ("medmnist", "phantom")
 DATASETS = list(config["datasets"])
 NPZ_DATASETS = [d for d in DATASETS if config["datasets"][d]["source"] in NPZ_SOURCES]
@@ -69,8 +70,11 @@ def diffusion_ratio():
 
 
 def method_uses_dissolving(method):
-    layered = config["methods"][method].get("contrastive", {})
-    return layered.get("method", method) == "dia"
+    """DIA runs need dissolved images; CSI and the baselines (a `model` key) do not."""
+    spec = config["methods"][method]
+    if spec.get("model"):
+        return False
+    return spec.get("contrastive", {}).get("method", method) == "dia"
 
 
 def dissolve_source(dataset, method):
