@@ -6,8 +6,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from dia.errors import DiaError
+from dia.evaluation.bootstrap import paired_bootstrap
 from dia.evaluation.selection import RULES
 from dia.io import atomic_path, read_json
 from dia.paper import paper_auroc
@@ -55,3 +58,61 @@ def table1(long: pd.DataFrame) -> pd.DataFrame:
 def write_csv(frame: pd.DataFrame, dest: Path) -> None:
     with atomic_path(dest) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.4f")
+
+
+def _test_scores(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, labels, scores) of the test split of a run's scores.csv."""
+    frame = pd.read_csv(path)
+    test = frame[frame["split"] == "test"]
+    return test["id"].to_numpy(), test["label"].to_numpy(), test["score"].to_numpy()
+
+
+def bootstrap_table(
+    runs: Iterable[dict[str, Any]], *, reference: str = "dia", n_boot: int = 2000
+) -> pd.DataFrame:
+    """Paired bootstrap 95% interval of AUROC(reference) - AUROC(method) per dataset.
+
+    ``runs``: mappings with the run keys and ``path``, the run's scores.csv (final model, i.e.
+    the ``last`` selection rule). Only ``default`` variants are compared.
+    """
+    scores: dict[tuple[str, str], list[np.ndarray]] = {}
+    truth: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for run in runs:
+        if run["variant"] != "default":
+            continue
+        ids, labels, values = _test_scores(run["path"])
+        known = truth.setdefault(run["dataset"], (ids, labels))
+        if not np.array_equal(known[0], ids):
+            raise DiaError(f"{run['path']} scores other test images than the other runs")
+        scores.setdefault((run["method"], run["dataset"]), []).append(values)
+    rows = []
+    for (method, dataset), runs_b in sorted(scores.items()):
+        runs_a = scores.get((reference, dataset))
+        if method == reference or runs_a is None:
+            continue
+        result = paired_bootstrap(truth[dataset][1], runs_a, runs_b, n_boot=n_boot)
+        rows.append(
+            {
+                "dataset": dataset,
+                "reference": reference,
+                "method": method,
+                "n_seeds_reference": len(runs_a),
+                "n_seeds_method": len(runs_b),
+                "auroc_diff": result.diff,
+                "ci95_low": result.low,
+                "ci95_high": result.high,
+                "n_boot": result.n_boot,
+            }
+        )
+    columns = [
+        "dataset",
+        "reference",
+        "method",
+        "n_seeds_reference",
+        "n_seeds_method",
+        "auroc_diff",
+        "ci95_low",
+        "ci95_high",
+        "n_boot",
+    ]
+    return pd.DataFrame(rows, columns=columns)

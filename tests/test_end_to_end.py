@@ -122,3 +122,13 @@ def test_missing_local_file_fails_with_one_line_and_keeps_finished_outputs(
     assert "local_path" in messages.pop()
     assert table.stat().st_mtime == before
     assert (workdir / "results/runs/csi/phantom/default/seed0/metrics.json").exists()
+
+
+def test_bootstrap_interval_of_dia_against_csi(workdir: Path) -> None:
+    with open(workdir / "results/tables/bootstrap_ci.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["dataset"], row["reference"], row["method"]) == ("phantom", "dia", "csi")
+    assert row["n_seeds_reference"] == row["n_seeds_method"] == "2"
+    assert float(row["ci95_low"]) <= float(row["auroc_diff"]) <= float(row["ci95_high"])

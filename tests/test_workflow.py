@@ -48,8 +48,9 @@ def test_paper_dry_run_has_every_stage_for_six_datasets_seven_methods_three_seed
         "train": 126,
         "score": 126,
         "table1": 1,
+        "bootstrap": 1,
         "all": 1,
-        "total": 278,
+        "total": 279,
     }
     for dataset in PAPER_DATASETS:
         for method in PAPER_METHODS:
@@ -149,3 +150,44 @@ def test_workflow_runs_from_another_directory(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout)["train"] == 4
+
+
+GPU_RULES = {"train_diffusion", "dissolve_cache", "train", "score"}
+LOCAL_RULES = {"download_npz", "download_files", "table1", "bootstrap", "all"}
+
+
+def _job_resources(stdout: str) -> dict[str, list[dict[str, str]]]:
+    """rule -> [{resource: value}] for every job of a dry run."""
+    jobs: dict[str, list[dict[str, str]]] = {}
+    for block in stdout.split("\n\n"):
+        head = re.search(r"^(?:local)?rule (\w+):$", block, re.M)
+        if not head:
+            continue
+        found = re.search(r"^\s+resources: (.*)$", block, re.M)
+        pairs = dict(p.split("=", 1) for p in found[1].split(", ")) if found else {}
+        jobs.setdefault(head[1], []).append(pairs)
+    return jobs
+
+
+def test_slurm_profile_dry_run_requests_one_gpu_for_gpu_rules_only() -> None:
+    profile = ROOT / "workflow" / "profiles" / "slurm"
+    result = snakemake("-n", "--workflow-profile", profile)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    jobs = _job_resources(result.stdout)
+    assert set(jobs) == GPU_RULES | LOCAL_RULES | {"prepare"}
+    for rule, entries in jobs.items():
+        for resources in entries:
+            assert resources.get("gpu") == ("1" if rule in GPU_RULES else None), rule
+            if rule != "all":
+                assert int(resources["mem_mb"]) > 0 and int(resources["runtime"]) > 0, rule
+    # a global gpu limit would throttle the whole cluster to one GPU job at a time
+    settings = yaml.safe_load((profile / "config.yaml").read_text())
+    assert "resources" not in settings and "gpu" not in settings["default-resources"]
+    snakefile = (ROOT / "workflow" / "Snakefile").read_text()
+    declared = re.search(r"^localrules:\n((?:    \w+,\n)+)", snakefile, re.M)
+    assert declared and set(re.findall(r"(\w+),", declared[1])) == LOCAL_RULES
+
+
+def test_default_profile_runs_gpu_jobs_one_at_a_time() -> None:
+    profile = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
+    assert profile["resources"] == {"gpu": 1}

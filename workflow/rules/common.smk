@@ -109,8 +109,15 @@ def metrics_files():
     return [f"{RUN_DIR.format(**r)}/metrics.json" for r in run_records()]
 
 
+def scores_files():
+    return [f"{RUN_DIR.format(**r)}/scores.csv" for r in run_records()]
+
+
 def final_outputs():
-    return ["results/tables/table1_main.csv"]
+    outputs = ["results/tables/table1_main.csv"]
+    if "dia" in METHODS and len(METHODS) > 1:
+        outputs.append("results/tables/bootstrap_ci.csv")
+    return outputs
 
 
 def dataset_spec(wildcards):

@@ -10,6 +10,9 @@ rule download_npz:
     conda:
         "../../envs/dia.yaml"
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         spec=dataset_spec,
     script:
@@ -30,6 +33,7 @@ rule download_files:
         "../../envs/dia.yaml"
     threads: 1
     resources:
+        mem_mb=4000,
         runtime=720,
     params:
         spec=dataset_spec,
@@ -53,6 +57,7 @@ rule prepare:
     threads: 4
     resources:
         mem_mb=32000,
+        runtime=240,
     params:
         spec=dataset_spec,
     script:

@@ -15,7 +15,35 @@ rule table1:
     conda:
         "../../envs/dia.yaml"
     threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         runs=run_records(),
     script:
         "../scripts/table1.py"
+
+
+rule bootstrap:
+    input:
+        scores_files(),
+    output:
+        report(
+            "results/tables/bootstrap_ci.csv",
+            caption="../report/bootstrap.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/bootstrap.log",
+    benchmark:
+        "benchmarks/bootstrap.tsv"
+    conda:
+        "../../envs/dia.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        runs=run_records(),
+    script:
+        "../scripts/bootstrap.py"

@@ -1,0 +1,78 @@
+"""Aggregation from hand-made score files: the bootstrap table, a missing seed, mismatches."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dia.errors import DiaError
+from dia.evaluation.bootstrap import paired_bootstrap
+from dia.tables import bootstrap_table
+
+
+def _scores(path: Path, labels: np.ndarray, scores: np.ndarray) -> dict[str, object]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "split", "label", "score"])
+        writer.writerow(["v0", "val", 0, 0.5])  # val rows are ignored
+        for i, (label, score) in enumerate(zip(labels, scores, strict=True)):
+            writer.writerow([f"img ({i}).png", "test", int(label), f"{score:.8g}"])
+    return {"path": path}
+
+
+def _runs(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(30, int), np.ones(20, int)]
+    values = {}
+    runs = []
+    # DIA with seeds 0-2, CSI with seed 1 missing, a perm variant that must be ignored
+    for method, seeds, strength in (("dia", (0, 1, 2), 2.0), ("csi", (0, 2), 0.5)):
+        for seed in seeds:
+            scores = labels * strength + rng.normal(size=len(labels))
+            values.setdefault(method, []).append(np.array([float(f"{s:.8g}") for s in scores]))
+            path = tmp_path / method / f"seed{seed}" / "scores.csv"
+            runs.append(
+                {
+                    "method": method,
+                    "dataset": "d",
+                    "variant": "default",
+                    "seed": seed,
+                    **_scores(path, labels, scores),
+                }
+            )
+    variant = tmp_path / "dia_perm" / "scores.csv"
+    runs.append(
+        {
+            "method": "dia",
+            "dataset": "d",
+            "variant": "perm",
+            "seed": 0,
+            **_scores(variant, labels, rng.normal(size=len(labels))),
+        }
+    )
+    return runs, labels, values
+
+
+def test_bootstrap_table_uses_every_seed_and_skips_variants(tmp_path):
+    runs, labels, values = _runs(tmp_path)
+    table = bootstrap_table(runs, n_boot=300)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["method"], row["n_seeds_reference"], row["n_seeds_method"]) == ("csi", 3, 2)
+    direct = paired_bootstrap(labels, values["dia"], values["csi"], n_boot=300)
+    assert row["auroc_diff"] == pytest.approx(direct.diff)
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((direct.low, direct.high))
+    assert 0 < row["ci95_low"] < row["auroc_diff"] < row["ci95_high"]
+
+
+def test_missing_method_gives_no_row_and_mismatched_images_are_an_error(tmp_path):
+    runs, labels, _ = _runs(tmp_path)
+    assert bootstrap_table([r for r in runs if r["method"] != "dia"], n_boot=10).empty
+    other = _scores(tmp_path / "x" / "scores.csv", labels[:-1], np.zeros(len(labels) - 1))
+    odd = {"method": "csi", "dataset": "d", "variant": "default", "seed": 5, **other}
+    with pytest.raises(DiaError, match="other test images"):
+        bootstrap_table([*runs, odd], n_boot=10)
