@@ -132,3 +132,12 @@ def test_bootstrap_interval_of_dia_against_csi(workdir: Path) -> None:
     assert (row["dataset"], row["reference"], row["method"]) == ("phantom", "dia", "csi")
     assert row["n_seeds_reference"] == row["n_seeds_method"] == "2"
     assert float(row["ci95_low"]) <= float(row["auroc_diff"]) <= float(row["ci95_high"])
+
+
+def test_table4_counts_the_dissolving_cost(workdir: Path) -> None:
+    with open(workdir / "results/tables/table4_cost.csv") as f:
+        rows = {r["dissolve_resolution"]: r for r in csv.DictReader(f)}
+    assert list(rows) == ["none", "32", "64", "128"]
+    macs = [float(rows[k]["macs_g"]) for k in rows]
+    assert macs == sorted(macs) and macs[0] < macs[1]
+    assert rows["none"]["paper_macs_g"] == "1.8200"

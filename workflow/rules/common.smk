@@ -114,7 +114,7 @@ def scores_files():
 
 
 def final_outputs():
-    outputs = ["results/tables/table1_main.csv"]
+    outputs = ["results/tables/table1_main.csv", "results/tables/table4_cost.csv"]
     if "dia" in METHODS and len(METHODS) > 1:
         outputs.append("results/tables/bootstrap_ci.csv")
     return outputs

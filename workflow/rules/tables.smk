@@ -47,3 +47,27 @@ rule bootstrap:
         runs=run_records(),
     script:
         "../scripts/bootstrap.py"
+
+
+rule table4:
+    output:
+        report(
+            "results/tables/table4_cost.csv",
+            caption="../report/table4.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/table4.log",
+    benchmark:
+        "benchmarks/table4.tsv"
+    conda:
+        "../../envs/dia.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        preset=config["preset"],
+        layers=[{s: config.get(s, {}) for s in SECTIONS}],
+    script:
+        "../scripts/table4.py"
