@@ -47,12 +47,91 @@ def table1(long: pd.DataFrame) -> pd.DataFrame:
     table["paper_auroc"] = [
         paper_auroc(m, d) for m, d in zip(table["method"], table["dataset"], strict=True)
     ]
+    table["diff_vs_paper"] = table["auroc_mean"] - table["paper_auroc"].astype(float)
     order = {rule: i for i, rule in enumerate(RULES)}
     table = table.sort_values(
         ["dataset", "method", "selection"],
         key=lambda c: c.map(order) if c.name == "selection" else c,
     )
     return table.reset_index(drop=True)
+
+
+def _cell(row: pd.Series | None) -> str:
+    """``mean ± std (n)``, then the paper's value and our difference; missing runs say so."""
+    if row is None:
+        return "missing"
+    std = "" if pd.isna(row["auroc_std"]) else f" ± {row['auroc_std']:.3f}"
+    text = f"{row['auroc_mean']:.3f}{std} (n={int(row['n_seeds'])})"
+    if not pd.isna(row["paper_auroc"]):
+        text += f"; paper {row['paper_auroc']:.3f}, {row['diff_vs_paper']:+.3f}"
+    return text
+
+
+def wide_tables(
+    table: pd.DataFrame, methods: list[str], datasets: list[str]
+) -> dict[str, pd.DataFrame]:
+    """Paper-shaped tables (methods x datasets of text cells), one per selection rule.
+
+    Every requested method and dataset appears; a combination without runs reads "missing".
+    """
+    index = {(r.method, r.dataset, r.selection): r for r in table.itertuples(index=False)}
+    out = {}
+    for rule in RULES:
+        cells = {
+            dataset: [
+                _cell(pd.Series(index[(m, dataset, rule)]._asdict()))
+                if (m, dataset, rule) in index
+                else "missing"
+                for m in methods
+            ]
+            for dataset in datasets
+        }
+        out[rule] = pd.DataFrame(cells, index=pd.Index(methods, name="method"))
+    return out
+
+
+def to_markdown(tables: dict[str, pd.DataFrame], title: str) -> str:
+    lines = [f"# {title}", ""]
+    for rule, frame in tables.items():
+        lines += [f"## Selection rule: {rule}", ""]
+        lines.append("| method | " + " | ".join(frame.columns) + " |")
+        lines.append("|---" * (len(frame.columns) + 1) + "|")
+        lines += [f"| {m} | " + " | ".join(row) + " |" for m, row in frame.iterrows()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _tex(text: str) -> str:
+    return text.replace("±", r"$\pm$").replace("_", r"\_").replace("%", r"\%")
+
+
+def to_latex(tables: dict[str, pd.DataFrame], caption: str) -> str:
+    """One booktabs table per selection rule."""
+    parts = []
+    for rule, frame in tables.items():
+        spec = "l" + "c" * len(frame.columns)
+        rows = [" & ".join(["method", *map(_tex, frame.columns)]) + r" \\"]
+        body = [" & ".join([_tex(m), *map(_tex, row)]) + r" \\" for m, row in frame.iterrows()]
+        parts += [
+            r"\begin{table}[t]",
+            r"\centering\scriptsize",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            *rows,
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+            rf"\caption{{{_tex(caption)} Selection rule: {_tex(rule)}.}}",
+            r"\end{table}",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def write_text(text: str, dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        Path(tmp).write_text(text)
 
 
 def write_csv(frame: pd.DataFrame, dest: Path) -> None:

@@ -35,6 +35,7 @@ def test_table1_has_dia_and_csi_rows_for_every_selection_rule(workdir: Path) -> 
         "auroc_mean",
         "auroc_std",
         "paper_auroc",
+        "diff_vs_paper",
     ]
     assert {(r["method"], r["selection"]) for r in rows} == {
         (m, s) for m in ("dia", "csi") for s in ("last", "val", "test_oracle")
@@ -141,3 +142,11 @@ def test_table4_counts_the_dissolving_cost(workdir: Path) -> None:
     macs = [float(rows[k]["macs_g"]) for k in rows]
     assert macs == sorted(macs) and macs[0] < macs[1]
     assert rows["none"]["paper_macs_g"] == "1.8200"
+
+
+def test_table1_markdown_and_latex(workdir: Path) -> None:
+    markdown = (workdir / "results/tables/table1_main.md").read_text()
+    assert markdown.count("## Selection rule:") == 3
+    assert "| dia | " in markdown and "(n=2)" in markdown
+    latex = (workdir / "results/tables/table1_main.tex").read_text()
+    assert latex.count(r"\begin{table}") == 3

@@ -1,8 +1,9 @@
-"""Aggregation from hand-made score files: the bootstrap table, a missing seed, mismatches."""
+"""Aggregation from hand-made metrics and score files: missing seeds and runs, bootstrap."""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,14 @@ import pytest
 
 from dia.errors import DiaError
 from dia.evaluation.bootstrap import paired_bootstrap
-from dia.tables import bootstrap_table
+from dia.tables import (
+    bootstrap_table,
+    collect_metrics,
+    table1,
+    to_latex,
+    to_markdown,
+    wide_tables,
+)
 
 
 def _scores(path: Path, labels: np.ndarray, scores: np.ndarray) -> dict[str, object]:
@@ -76,3 +84,51 @@ def test_missing_method_gives_no_row_and_mismatched_images_are_an_error(tmp_path
     odd = {"method": "csi", "dataset": "d", "variant": "default", "seed": 5, **other}
     with pytest.raises(DiaError, match="other test images"):
         bootstrap_table([*runs, odd], n_boot=10)
+
+
+def _metrics(path: Path, auroc: float) -> dict[str, object]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rule = {"epoch": 10, "auroc": auroc, "auprc": auroc, "val_auroc": auroc}
+    path.write_text(json.dumps({r: rule for r in ("last", "val", "test_oracle")}))
+    return {"path": path}
+
+
+def test_table1_with_a_missing_seed_and_a_missing_run(tmp_path):
+    runs = [
+        {
+            "method": "dia",
+            "dataset": "sarscov2",
+            "variant": "default",
+            "seed": s,
+            **_metrics(tmp_path / f"dia{s}.json", v),
+        }
+        for s, v in ((0, 0.80), (1, 0.90), (2, 0.85))
+    ]
+    runs.append(
+        {
+            "method": "csi",
+            "dataset": "sarscov2",
+            "variant": "default",
+            "seed": 0,
+            **_metrics(tmp_path / "csi0.json", 0.70),
+        }
+    )
+    long = collect_metrics(runs)
+    assert len(long) == 4 * 3 * 2  # runs x selection rules x metrics
+    table = table1(long)
+    dia = table[(table["method"] == "dia") & (table["selection"] == "last")].iloc[0]
+    assert dia["n_seeds"] == 3 and dia["auroc_mean"] == pytest.approx(0.85)
+    assert dia["auroc_std"] == pytest.approx(0.05)
+    assert dia["diff_vs_paper"] == pytest.approx(0.85 - 0.851)
+    wide = wide_tables(table, ["csi", "dia", "rd4ad"], ["sarscov2", "kvasir"])
+    last = wide["last"]
+    assert last.loc["dia", "sarscov2"] == "0.850 ± 0.050 (n=3); paper 0.851, -0.001"
+    assert last.loc["csi", "sarscov2"] == "0.700 (n=1); paper 0.785, -0.085"
+    assert last.loc["rd4ad", "sarscov2"] == "missing"
+    assert last.loc["dia", "kvasir"] == "missing"
+    markdown = to_markdown(wide, "T")
+    assert markdown.count("## Selection rule:") == 3
+    assert "| rd4ad | missing | missing |" in markdown
+    latex = to_latex(wide, "T.")
+    assert latex.count(r"\begin{tabular}{lcc}") == 3
+    assert r"0.850 $\pm$ 0.050" in latex and "test\\_oracle" in latex

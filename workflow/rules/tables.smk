@@ -8,6 +8,8 @@ rule table1:
             category="Tables",
         ),
         long="results/tables/metrics_long.csv",
+        markdown="results/tables/table1_main.md",
+        latex="results/tables/table1_main.tex",
     log:
         "logs/table1.log",
     benchmark:
@@ -20,6 +22,8 @@ rule table1:
         runtime=30,
     params:
         runs=run_records(),
+        methods=METHODS,
+        datasets=DATASETS,
     script:
         "../scripts/table1.py"
 

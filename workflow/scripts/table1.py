@@ -2,14 +2,28 @@ from pathlib import Path
 
 from _dia import run
 
-from dia.tables import collect_metrics, table1, write_csv
+from dia.tables import (
+    collect_metrics,
+    table1,
+    to_latex,
+    to_markdown,
+    wide_tables,
+    write_csv,
+    write_text,
+)
+
+TITLE = "Table 1: test AUROC, mean ± sample std over seeds (n seeds), paper value and difference"
 
 
 def main() -> None:
     runs = [{**r, "path": p} for r, p in zip(snakemake.params.runs, snakemake.input, strict=True)]
     long = collect_metrics(runs)
+    table = table1(long)
     write_csv(long, Path(snakemake.output.long))
-    write_csv(table1(long), Path(snakemake.output.table))
+    write_csv(table, Path(snakemake.output.table))
+    wide = wide_tables(table, snakemake.params.methods, snakemake.params.datasets)
+    write_text(to_markdown(wide, TITLE), Path(snakemake.output.markdown))
+    write_text(to_latex(wide, TITLE + "."), Path(snakemake.output.latex))
 
 
 run(snakemake, main)
