@@ -150,3 +150,11 @@ def test_table1_markdown_and_latex(workdir: Path) -> None:
     assert "| dia | " in markdown and "(n=2)" in markdown
     latex = (workdir / "results/tables/table1_main.tex").read_text()
     assert latex.count(r"\begin{table}") == 3
+
+
+def test_figures_are_written(workdir: Path) -> None:
+    figures = workdir / "results/figures"
+    names = {"roc_phantom.png", "training_phantom.png", "fig1_dissolving.png"}
+    assert names <= {p.name for p in figures.iterdir()}
+    for name in names:
+        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

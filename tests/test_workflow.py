@@ -50,8 +50,11 @@ def test_paper_dry_run_has_every_stage_for_six_datasets_seven_methods_three_seed
         "table1": 1,
         "bootstrap": 1,
         "table4": 1,
+        "fig_roc": 6,
+        "fig_training": 6,
+        "fig1": 1,
         "all": 1,
-        "total": 280,
+        "total": 293,
     }
     for dataset in PAPER_DATASETS:
         for method in PAPER_METHODS:
@@ -154,7 +157,17 @@ def test_workflow_runs_from_another_directory(tmp_path: Path) -> None:
 
 
 GPU_RULES = {"train_diffusion", "dissolve_cache", "train", "score"}
-LOCAL_RULES = {"download_npz", "download_files", "table1", "bootstrap", "table4", "all"}
+LOCAL_RULES = {
+    "download_npz",
+    "download_files",
+    "table1",
+    "bootstrap",
+    "table4",
+    "fig_roc",
+    "fig_training",
+    "fig1",
+    "all",
+}
 
 
 def _job_resources(stdout: str) -> dict[str, list[dict[str, str]]]:

@@ -113,10 +113,46 @@ def scores_files():
     return [f"{RUN_DIR.format(**r)}/scores.csv" for r in run_records()]
 
 
+def dataset_runs(wildcards):
+    """Run records of one dataset's default variant (ROC and training-curve figures)."""
+    return [
+        r for r in run_records() if r["dataset"] == wildcards.dataset and r["variant"] == "default"
+    ]
+
+
+def run_files(name):
+    """Input function: the file ``name`` of every run of the wildcard's dataset."""
+
+    def files(wildcards):
+        return [f"{RUN_DIR.format(**r)}/{name}" for r in dataset_runs(wildcards)]
+
+    return files
+
+
+def diffusion_model(dataset):
+    tag = f"res{dissolve_resolution(dataset)}_ratio{diffusion_ratio()}"
+    return f"results/diffusion/{dataset}/{tag}/model.pt"
+
+
+def fig1_datasets():
+    return [
+        {
+            "name": d,
+            "data_dir": f"results/data/{d}",
+            "model": diffusion_model(d),
+            "layers": layers(d),
+        }
+        for d in DATASETS
+    ]
+
+
 def final_outputs():
     outputs = ["results/tables/table1_main.csv", "results/tables/table4_cost.csv"]
-    if "dia" in METHODS and len(METHODS) > 1:
-        outputs.append("results/tables/bootstrap_ci.csv")
+    outputs += [f"results/figures/{kind}_{d}.png" for kind in ("roc", "training") for d in DATASETS]
+    if "dia" in METHODS:
+        outputs.append("results/figures/fig1_dissolving.png")
+        if len(METHODS) > 1:
+            outputs.append("results/tables/bootstrap_ci.csv")
     return outputs
 
 

@@ -1,0 +1,78 @@
+rule fig_roc:
+    input:
+        run_files("scores.csv"),
+    output:
+        report(
+            "results/figures/roc_{dataset}.png",
+            caption="../report/roc.rst",
+            category="Figures",
+            labels={"figure": "ROC curves", "dataset": "{dataset}"},
+        ),
+    log:
+        "logs/fig_roc/{dataset}.log",
+    benchmark:
+        "benchmarks/fig_roc/{dataset}.tsv"
+    conda:
+        "../../envs/dia.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        runs=dataset_runs,
+    script:
+        "../scripts/fig_roc.py"
+
+
+rule fig_training:
+    input:
+        run_files("train_log.csv"),
+    output:
+        report(
+            "results/figures/training_{dataset}.png",
+            caption="../report/training.rst",
+            category="Figures",
+            labels={"figure": "training curves", "dataset": "{dataset}"},
+        ),
+    log:
+        "logs/fig_training/{dataset}.log",
+    benchmark:
+        "benchmarks/fig_training/{dataset}.tsv"
+    conda:
+        "../../envs/dia.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        runs=dataset_runs,
+    script:
+        "../scripts/fig_training.py"
+
+
+rule fig1:
+    input:
+        data=[f"results/data/{d}/manifest.csv" for d in DATASETS],
+        models=[diffusion_model(d) for d in DATASETS],
+    output:
+        report(
+            "results/figures/fig1_dissolving.png",
+            caption="../report/fig1.rst",
+            category="Figures",
+            labels={"figure": "Fig. 1 dissolving"},
+        ),
+    log:
+        "logs/fig1.log",
+    benchmark:
+        "benchmarks/fig1.tsv"
+    conda:
+        "../../envs/dia.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        preset=config["preset"],
+        datasets=fig1_datasets(),
+    script:
+        "../scripts/fig1.py"
