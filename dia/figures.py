@@ -87,10 +87,12 @@ def training_curves(logs: Mapping[str, Sequence[pd.DataFrame]], dataset: str, de
     Losses of different methods have different scales, so each method gets its own panel.
     """
     methods = list(logs)
-    fig, axes = plt.subplots(
-        1, len(methods), figsize=(2.8 * len(methods), 2.6), squeeze=False, sharex=False
-    )
-    for ax, method in zip(axes[0], methods, strict=True):
+    ncols = min(4, len(methods))
+    nrows = -(-len(methods) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 2.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(methods) :]:
+        ax.set_visible(False)
+    for ax, method in zip(axes.flat, methods, strict=False):
         frames = logs[method]
         epochs = frames[0]["epoch"].to_numpy()
         losses = np.stack([f["loss"].to_numpy()[: len(epochs)] for f in frames])
@@ -98,6 +100,7 @@ def training_curves(logs: Mapping[str, Sequence[pd.DataFrame]], dataset: str, de
         ax.fill_between(epochs, losses.min(0), losses.max(0), alpha=0.25)
         ax.set_title(f"{method} ({len(frames)} seeds)", fontsize=9)
         ax.set_xlabel("epoch")
-    axes[0, 0].set_ylabel("training loss")
+    for row in axes:
+        row[0].set_ylabel("training loss")
     fig.suptitle(f"Training curves: {dataset}", fontsize=10, y=1.04)
     _save(fig, dest)
