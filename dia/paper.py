@@ -63,6 +63,19 @@ TABLE1_AUROC: dict[str, dict[str, float]] = {
 }
 
 
+# Table 2: DIA with rotation (= Table 1) or perm (jigsaw) shifts.
+TABLE2_AUROC: dict[str, dict[str, float]] = {
+    "rotation": {"sarscov2": 0.851, "kvasir": 0.860, "oct2017": 0.944, "aptos2019": 0.934},
+    "perm": {"sarscov2": 0.841, "kvasir": 0.840, "oct2017": 0.890, "aptos2019": 0.926},
+}
+
+# Table 3: DIA with dissolving at 32 (= Table 1), 64 and 128 px.
+TABLE3_AUROC: dict[str, dict[str, float]] = {
+    "32": {"sarscov2": 0.851, "kvasir": 0.860, "oct2017": 0.944, "aptos2019": 0.934},
+    "64": {"sarscov2": 0.803, "kvasir": 0.721, "oct2017": 0.922, "aptos2019": 0.937},
+    "128": {"sarscov2": 0.807, "kvasir": 0.730, "oct2017": 0.930, "aptos2019": 0.905},
+}
+
 # Table 4: parameters (M) and multiply-accumulates (G) per image of the 224 px model, without
 # dissolving and with dissolving at 32, 64 and 128 px.
 TABLE4_COST: dict[str, tuple[float, float]] = {

@@ -56,6 +56,42 @@ def table1(long: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def variant_table(
+    long: pd.DataFrame,
+    method: str,
+    variants: dict[str, str],
+    paper: dict[str, dict[str, float]],
+) -> pd.DataFrame:
+    """One ablation table (Tables 2 and 3): ``method``'s AUROC per dataset for each variant.
+
+    ``variants`` maps the table's labels (e.g. ``perm``, ``64``) to variant names; ``paper``
+    holds the paper's value per label and dataset. Combinations without runs are absent.
+    """
+    auroc = long[(long["metric"] == "auroc") & (long["method"] == method)]
+    frames = []
+    for label, variant in variants.items():
+        rows = auroc[auroc["variant"] == variant]
+        grouped = rows.groupby(["dataset", "selection"], sort=False)["value"]
+        part = grouped.agg(n_seeds="count", auroc_mean="mean", auroc_std="std").reset_index()
+        part.insert(0, "setting", label)
+        part.insert(1, "variant", variant)
+        part["paper_auroc"] = [paper.get(label, {}).get(d) for d in part["dataset"]]
+        frames.append(part)
+    columns = [
+        "setting",
+        "variant",
+        "dataset",
+        "selection",
+        "n_seeds",
+        "auroc_mean",
+        "auroc_std",
+        "paper_auroc",
+    ]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    table["diff_vs_paper"] = table["auroc_mean"] - table["paper_auroc"].astype(float)
+    return table
+
+
 def _cell(row: pd.Series | None) -> str:
     """``mean ± std (n)``, then the paper's value and our difference; missing runs say so."""
     if row is None:

@@ -158,3 +158,14 @@ def test_figures_are_written(workdir: Path) -> None:
     assert names <= {p.name for p in figures.iterdir()}
     for name in names:
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table2_compares_perm_with_rotation(workdir: Path) -> None:
+    with open(workdir / "results/tables/table2_shift.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["selection"] == "last"]
+    assert {(r["setting"], r["variant"]) for r in rows} == {
+        ("rotation", "default"),
+        ("perm", "perm"),
+    }
+    assert all(r["n_seeds"] == "2" and r["dataset"] == "phantom" for r in rows)
+    assert (workdir / "results/runs/dia/phantom/perm/seed1/metrics.json").exists()

@@ -17,6 +17,7 @@ from dia.tables import (
     table1,
     to_latex,
     to_markdown,
+    variant_table,
     wide_tables,
 )
 
@@ -132,3 +133,39 @@ def test_table1_with_a_missing_seed_and_a_missing_run(tmp_path):
     latex = to_latex(wide, "T.")
     assert latex.count(r"\begin{tabular}{lcc}") == 3
     assert r"0.850 $\pm$ 0.050" in latex and "test\\_oracle" in latex
+
+
+def test_variant_table_compares_settings_with_the_paper(tmp_path):
+    runs = []
+    for variant, values in (("default", (0.80, 0.90)), ("perm", (0.70,))):
+        for seed, value in enumerate(values):
+            path = tmp_path / f"{variant}{seed}.json"
+            runs.append(
+                {
+                    "method": "dia",
+                    "dataset": "kvasir",
+                    "variant": variant,
+                    "seed": seed,
+                    **_metrics(path, value),
+                }
+            )
+    runs.append(
+        {
+            "method": "csi",
+            "dataset": "kvasir",
+            "variant": "default",
+            "seed": 0,
+            **_metrics(tmp_path / "csi.json", 0.1),
+        }
+    )
+    table = variant_table(
+        collect_metrics(runs),
+        "dia",
+        {"rotation": "default", "perm": "perm"},
+        {"rotation": {"kvasir": 0.860}, "perm": {"kvasir": 0.840}},
+    )
+    last = table[table["selection"] == "last"].set_index("setting")
+    assert last.loc["rotation", "auroc_mean"] == pytest.approx(0.85)
+    assert last.loc["rotation", "n_seeds"] == 2 and last.loc["perm", "n_seeds"] == 1
+    assert last.loc["perm", "diff_vs_paper"] == pytest.approx(0.70 - 0.840)
+    assert set(table["selection"]) == {"last", "val", "test_oracle"}

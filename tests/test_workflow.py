@@ -43,18 +43,20 @@ def test_paper_dry_run_has_every_stage_for_six_datasets_seven_methods_three_seed
         "download_npz": 2,
         "download_files": 4,
         "prepare": 6,
-        "train_diffusion": 6,
-        "dissolve_cache": 6,
-        "train": 126,
-        "score": 126,
+        "train_diffusion": 14,
+        "dissolve_cache": 14,
+        "train": 162,
+        "score": 162,
         "table1": 1,
         "bootstrap": 1,
+        "table2": 1,
+        "table3": 1,
         "table4": 1,
         "fig_roc": 6,
         "fig_training": 6,
         "fig1": 1,
         "all": 1,
-        "total": 293,
+        "total": 383,
     }
     for dataset in PAPER_DATASETS:
         for method in PAPER_METHODS:
@@ -67,6 +69,12 @@ def test_paper_dry_run_has_every_stage_for_six_datasets_seven_methods_three_seed
     for dataset in ("sarscov2", "kvasir", "oct2017", "aptos2019"):
         assert f"resources/raw/{dataset}/source.json" in result.stdout
     assert "config/splits/sarscov2.csv" in result.stdout
+    for dataset in ("sarscov2", "kvasir", "oct2017", "aptos2019"):
+        for variant in ("perm", "dslv64", "dslv128"):
+            assert f"results/runs/dia/{dataset}/{variant}/seed2/metrics.json" in result.stdout
+        for res in (64, 128):
+            assert f"results/dissolved/{dataset}/res{res}_ratio1.0.npz" in result.stdout
+    assert "results/runs/dia/pneumoniamnist/perm/" not in result.stdout
 
 
 def test_only_dia_runs_depend_on_the_diffusion_model() -> None:
@@ -103,6 +111,22 @@ def _write_config(tmp_path: Path, edit) -> Path:
         (lambda c: c["datasets"]["phantom"].update(normal_label=[0]), "normal_label"),
         (lambda c: c["dissolve"].update(fit="stretch"), "stretch"),
         (lambda c: c.update(seed=[1]), "seed"),
+        (
+            lambda c: c.update(variants={"default": {"methods": ["dia"], "datasets": ["phantom"]}}),
+            "variants",
+        ),
+        (
+            lambda c: c.update(variants={"x": {"methods": ["rd4ad"], "datasets": ["phantom"]}}),
+            "variants.x: unknown rd4ad",
+        ),
+        (
+            lambda c: c.update(
+                variants={
+                    "x": {"methods": ["dia"], "datasets": ["phantom"], "dissolve": {"t_max": 9}}
+                }
+            ),
+            "variants.x: a variant may set dissolve.resolution",
+        ),
     ],
 )
 def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, edit, culprit: str) -> None:
@@ -153,7 +177,7 @@ def test_workflow_runs_from_another_directory(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout)["train"] == 4
+    assert job_counts(result.stdout)["train"] == 6  # dia, csi and dia-perm, two seeds
 
 
 GPU_RULES = {"train_diffusion", "dissolve_cache", "train", "score"}
@@ -162,6 +186,8 @@ LOCAL_RULES = {
     "download_files",
     "table1",
     "bootstrap",
+    "table2",
+    "table3",
     "table4",
     "fig_roc",
     "fig_training",
@@ -205,3 +231,26 @@ def test_slurm_profile_dry_run_requests_one_gpu_for_gpu_rules_only() -> None:
 def test_default_profile_runs_gpu_jobs_one_at_a_time() -> None:
     profile = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
     assert profile["resources"] == {"gpu": 1}
+
+
+def test_variants_train_their_own_runs_on_the_right_cache(tmp_path: Path) -> None:
+    def edit(config):
+        config["variants"] = {
+            "perm": {"methods": ["dia"], "datasets": ["phantom"], "contrastive": {"shift": "perm"}},
+            "dslv64": {"methods": ["dia"], "datasets": ["phantom"], "dissolve": {"resolution": 32}},
+            "dslv128": {"methods": ["dia"], "datasets": ["phantom"], "dissolve": {"resolution": 8}},
+        }
+
+    config = _write_config(tmp_path, edit)
+    result = snakemake("-n", "--configfile", config, "--replace-workflow-config")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 2 * 2 + 3 * 2  # dia and csi by default, dia per variant; 2 seeds
+    assert counts["train_diffusion"] == 3 and counts["table2"] == counts["table3"] == 1
+    blocks = {
+        re.search(r"results/runs/\w+/phantom/(\w+)/seed0/model\.pt", b)[1]: b
+        for b in result.stdout.split("\n\n")
+        if "rule train:" in b and "runs/dia/" in b and "seed0/model.pt" in b
+    }
+    assert "res16_ratio1.0.npz" in blocks["default"] and "res16_ratio1.0.npz" in blocks["perm"]
+    assert "res32_ratio1.0.npz" in blocks["dslv64"] and "res8_ratio1.0.npz" in blocks["dslv128"]

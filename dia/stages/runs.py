@@ -91,7 +91,7 @@ def _write_log(path: Path, log: list[dict[str, float]]) -> None:
 
 def method_model(layers: Layers) -> str | None:
     """The baseline a run trains (the method layer's ``model``), or None for CSI / DIA."""
-    return (layers[-1] or {}).get("model") if layers else None
+    return next((layer["model"] for layer in reversed(layers) if "model" in (layer or {})), None)
 
 
 def _train_contrastive(

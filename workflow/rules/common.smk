@@ -36,7 +36,8 @@ KAGGLE_DATASETS = [
 ]
 METHODS = list(config["methods"])
 SEEDS = [int(s) for s in config["seeds"]]
-VARIANTS = ["default"]
+VARIANT_SPECS = config.get("variants") or {}
+VARIANTS = ["default", *VARIANT_SPECS]
 RUN_DIR = "results/runs/{method}/{dataset}/{variant}/seed{seed}"
 
 
@@ -49,16 +50,18 @@ wildcard_constraints:
     ratio=r"[0-9.]+",
 
 
-def layers(dataset, method=None):
-    """Config layers for the `dia` stages, in precedence order: global, dataset, method."""
+def layers(dataset, method=None, variant="default"):
+    """Config layers in precedence order: global, dataset, method, variant (its sections)."""
     out = [{s: config.get(s, {}) for s in SECTIONS}, config["datasets"][dataset]]
     if method is not None:
         out.append(config["methods"][method])
+    if variant != "default":
+        out.append({s: VARIANT_SPECS[variant][s] for s in SECTIONS if s in VARIANT_SPECS[variant]})
     return out
 
 
-def dissolve_resolution(dataset):
-    for layer in reversed(layers(dataset)):
+def dissolve_resolution(dataset, method=None, variant="default"):
+    for layer in reversed(layers(dataset, method, variant)):
         res = (layer.get("dissolve") or {}).get("resolution")
         if res is not None:
             return int(res)
@@ -77,18 +80,19 @@ def method_uses_dissolving(method):
     return spec.get("contrastive", {}).get("method", method) == "dia"
 
 
-def dissolve_source(dataset, method):
+def dissolve_source(dataset, method, variant="default"):
     source = "cache"
-    for layer in layers(dataset, method):
+    for layer in layers(dataset, method, variant):
         source = (layer.get("contrastive") or {}).get("dissolve_source", source)
     return source
 
 
 def run_inputs(wildcards):
     inputs = {"data": f"results/data/{wildcards.dataset}/manifest.csv"}
+    key = (wildcards.dataset, wildcards.method, wildcards.variant)
     if method_uses_dissolving(wildcards.method):
-        tag = f"res{dissolve_resolution(wildcards.dataset)}_ratio{diffusion_ratio()}"
-        if dissolve_source(wildcards.dataset, wildcards.method) == "cache":
+        tag = f"res{dissolve_resolution(*key)}_ratio{diffusion_ratio()}"
+        if dissolve_source(*key) == "cache":
             inputs["cache"] = f"results/dissolved/{wildcards.dataset}/{tag}.npz"
         else:
             inputs["diffusion"] = f"results/diffusion/{wildcards.dataset}/{tag}/model.pt"
@@ -96,17 +100,64 @@ def run_inputs(wildcards):
 
 
 def run_records():
-    return [
-        {"method": m, "dataset": d, "variant": v, "seed": s}
+    """Every run: each method x dataset by default, each variant on its methods and datasets."""
+    records = [
+        {"method": m, "dataset": d, "variant": "default", "seed": s}
         for m in METHODS
         for d in DATASETS
-        for v in VARIANTS
         for s in SEEDS
+    ]
+    for v, spec in VARIANT_SPECS.items():
+        records += [
+            {"method": m, "dataset": d, "variant": v, "seed": s}
+            for m in spec["methods"]
+            for d in spec["datasets"]
+            for s in SEEDS
+        ]
+    return records
+
+
+def check_variants():
+    """Variants name configured methods and datasets, and change nothing a dissolve cache or
+    diffusion model is keyed on except the resolution (their paths only carry res and ratio)."""
+    for v, spec in VARIANT_SPECS.items():
+        unknown = sorted(set(spec["methods"]) - set(METHODS)) + sorted(
+            set(spec["datasets"]) - set(DATASETS)
+        )
+        if unknown:
+            raise WorkflowError(f"invalid config at variants.{v}: unknown {', '.join(unknown)}")
+        if "diffusion" in spec or set(spec.get("dissolve", {})) - {"resolution"}:
+            raise WorkflowError(
+                f"invalid config at variants.{v}: a variant may set dissolve.resolution but no "
+                f"other diffusion or dissolve key (the cache is shared by all runs)"
+            )
+
+
+check_variants()
+
+
+# Ablation tables: the table's settings -> variant names (DIA runs). A table is built when all of
+# its non-default variants are configured.
+ABLATIONS = {
+    "table2": {"rotation": "default", "perm": "perm"},
+    "table3": {"32": "default", "64": "dslv64", "128": "dslv128"},
+}
+
+
+def ablation_records(settings):
+    """DIA runs of an ablation table: its variants, on the datasets of its first variant."""
+    variants = [v for v in settings.values() if v != "default"]
+    datasets = VARIANT_SPECS[variants[0]]["datasets"]
+    return [
+        r
+        for r in run_records()
+        if r["method"] == "dia" and r["variant"] in settings.values() and r["dataset"] in datasets
     ]
 
 
-def metrics_files():
-    return [f"{RUN_DIR.format(**r)}/metrics.json" for r in run_records()]
+def metrics_files(settings=None):
+    records = run_records() if settings is None else ablation_records(settings)
+    return [f"{RUN_DIR.format(**r)}/metrics.json" for r in records]
 
 
 def scores_files():
@@ -149,6 +200,10 @@ def fig1_datasets():
 def final_outputs():
     outputs = ["results/tables/table1_main.csv", "results/tables/table4_cost.csv"]
     outputs += [f"results/figures/{kind}_{d}.png" for kind in ("roc", "training") for d in DATASETS]
+    for table, settings in ABLATIONS.items():
+        if "dia" in METHODS and all(v in VARIANTS for v in settings.values()):
+            name = {"table2": "table2_shift", "table3": "table3_resolution"}[table]
+            outputs.append(f"results/tables/{name}.csv")
     if "dia" in METHODS:
         outputs.append("results/figures/fig1_dissolving.png")
         if len(METHODS) > 1:
@@ -209,7 +264,7 @@ def dataset_layers(wildcards):
 
 
 def run_layers(wildcards):
-    return layers(wildcards.dataset, wildcards.method)
+    return layers(wildcards.dataset, wildcards.method, wildcards.variant)
 
 
 def device():

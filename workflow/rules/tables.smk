@@ -75,3 +75,57 @@ rule table4:
         layers=[{s: config.get(s, {}) for s in SECTIONS}],
     script:
         "../scripts/table4.py"
+
+
+rule table2:
+    input:
+        lambda wc: metrics_files(ABLATIONS["table2"]),
+    output:
+        report(
+            "results/tables/table2_shift.csv",
+            caption="../report/table2.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/table2.log",
+    benchmark:
+        "benchmarks/table2.tsv"
+    conda:
+        "../../envs/dia.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        runs=lambda wc: ablation_records(ABLATIONS["table2"]),
+        settings=ABLATIONS["table2"],
+        paper="TABLE2_AUROC",
+    script:
+        "../scripts/ablation.py"
+
+
+rule table3:
+    input:
+        lambda wc: metrics_files(ABLATIONS["table3"]),
+    output:
+        report(
+            "results/tables/table3_resolution.csv",
+            caption="../report/table3.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/table3.log",
+    benchmark:
+        "benchmarks/table3.tsv"
+    conda:
+        "../../envs/dia.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        runs=lambda wc: ablation_records(ABLATIONS["table3"]),
+        settings=ABLATIONS["table3"],
+        paper="TABLE3_AUROC",
+    script:
+        "../scripts/ablation.py"
