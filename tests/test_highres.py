@@ -23,6 +23,7 @@ def _config(tmp_path: Path, datasets: dict) -> Path:
     config = yaml.safe_load(TINY_CONFIG.read_text())
     config["seeds"] = [0]
     config["datasets"] = datasets
+    config.pop("variants")  # tiny.yaml's variant is defined on the phantom dataset
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
