@@ -104,25 +104,26 @@ def _cell(row: pd.Series | None) -> str:
 
 
 def wide_tables(
-    table: pd.DataFrame, methods: list[str], datasets: list[str]
+    table: pd.DataFrame, rows: list[str], datasets: list[str], key: str = "method"
 ) -> dict[str, pd.DataFrame]:
-    """Paper-shaped tables (methods x datasets of text cells), one per selection rule.
+    """Paper-shaped tables (``rows`` x datasets of text cells), one per selection rule.
 
-    Every requested method and dataset appears; a combination without runs reads "missing".
+    ``key`` is the column the rows come from: ``method`` (Table 1) or ``setting`` (Tables 2
+    and 3). Every requested row and dataset appears; a combination without runs reads "missing".
     """
-    index = {(r.method, r.dataset, r.selection): r for r in table.itertuples(index=False)}
+    index = {(r[key], r["dataset"], r["selection"]): r for r in table.to_dict("records")}
     out = {}
     for rule in RULES:
         cells = {
             dataset: [
-                _cell(pd.Series(index[(m, dataset, rule)]._asdict()))
-                if (m, dataset, rule) in index
+                _cell(pd.Series(index[(row, dataset, rule)]))
+                if (row, dataset, rule) in index
                 else "missing"
-                for m in methods
+                for row in rows
             ]
             for dataset in datasets
         }
-        out[rule] = pd.DataFrame(cells, index=pd.Index(methods, name="method"))
+        out[rule] = pd.DataFrame(cells, index=pd.Index(rows, name=key))
     return out
 
 
@@ -130,7 +131,7 @@ def to_markdown(tables: dict[str, pd.DataFrame], title: str) -> str:
     lines = [f"# {title}", ""]
     for rule, frame in tables.items():
         lines += [f"## Selection rule: {rule}", ""]
-        lines.append("| method | " + " | ".join(frame.columns) + " |")
+        lines.append(f"| {frame.index.name} | " + " | ".join(frame.columns) + " |")
         lines.append("|---" * (len(frame.columns) + 1) + "|")
         lines += [f"| {m} | " + " | ".join(row) + " |" for m, row in frame.iterrows()]
         lines.append("")
@@ -146,7 +147,7 @@ def to_latex(tables: dict[str, pd.DataFrame], caption: str) -> str:
     parts = []
     for rule, frame in tables.items():
         spec = "l" + "c" * len(frame.columns)
-        rows = [" & ".join(["method", *map(_tex, frame.columns)]) + r" \\"]
+        rows = [" & ".join([frame.index.name, *map(_tex, frame.columns)]) + r" \\"]
         body = [" & ".join([_tex(m), *map(_tex, row)]) + r" \\" for m, row in frame.iterrows()]
         parts += [
             r"\begin{table}[t]",

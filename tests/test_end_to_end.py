@@ -169,3 +169,6 @@ def test_table2_compares_perm_with_rotation(workdir: Path) -> None:
     }
     assert all(r["n_seeds"] == "2" and r["dataset"] == "phantom" for r in rows)
     assert (workdir / "results/runs/dia/phantom/perm/seed1/metrics.json").exists()
+    markdown = (workdir / "results/tables/table2_shift.md").read_text()
+    assert "| setting | phantom |" in markdown and "| perm | " in markdown
+    assert (workdir / "results/tables/table2_shift.tex").read_text().count(r"\begin{table}") == 3

@@ -144,10 +144,15 @@ ABLATIONS = {
 }
 
 
-def ablation_records(settings):
-    """DIA runs of an ablation table: its variants, on the datasets of its first variant."""
+def ablation_datasets(settings):
+    """An ablation table's datasets: those of its first non-default variant."""
     variants = [v for v in settings.values() if v != "default"]
-    datasets = VARIANT_SPECS[variants[0]]["datasets"]
+    return VARIANT_SPECS[variants[0]]["datasets"]
+
+
+def ablation_records(settings):
+    """DIA runs of an ablation table: its variants, on its datasets."""
+    datasets = ablation_datasets(settings)
     return [
         r
         for r in run_records()

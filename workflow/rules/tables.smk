@@ -81,11 +81,13 @@ rule table2:
     input:
         lambda wc: metrics_files(ABLATIONS["table2"]),
     output:
-        report(
+        table=report(
             "results/tables/table2_shift.csv",
             caption="../report/table2.rst",
             category="Tables",
         ),
+        markdown="results/tables/table2_shift.md",
+        latex="results/tables/table2_shift.tex",
     log:
         "logs/table2.log",
     benchmark:
@@ -99,6 +101,7 @@ rule table2:
     params:
         runs=lambda wc: ablation_records(ABLATIONS["table2"]),
         settings=ABLATIONS["table2"],
+        datasets=lambda wc: ablation_datasets(ABLATIONS["table2"]),
         paper="TABLE2_AUROC",
     script:
         "../scripts/ablation.py"
@@ -108,11 +111,13 @@ rule table3:
     input:
         lambda wc: metrics_files(ABLATIONS["table3"]),
     output:
-        report(
+        table=report(
             "results/tables/table3_resolution.csv",
             caption="../report/table3.rst",
             category="Tables",
         ),
+        markdown="results/tables/table3_resolution.md",
+        latex="results/tables/table3_resolution.tex",
     log:
         "logs/table3.log",
     benchmark:
@@ -126,6 +131,7 @@ rule table3:
     params:
         runs=lambda wc: ablation_records(ABLATIONS["table3"]),
         settings=ABLATIONS["table3"],
+        datasets=lambda wc: ablation_datasets(ABLATIONS["table3"]),
         paper="TABLE3_AUROC",
     script:
         "../scripts/ablation.py"
