@@ -166,17 +166,12 @@ def to_latex(tables: dict[str, pd.DataFrame], caption: str) -> str:
     return "\n".join(parts)
 
 
-def write_text(text: str, dest: Path) -> None:
-    with atomic_path(dest) as tmp:
-        Path(tmp).write_text(text)
-
-
 def write_csv(frame: pd.DataFrame, dest: Path) -> None:
     with atomic_path(dest) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.4f")
 
 
-def _test_scores(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_test_scores(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, labels, scores) of the test split of a run's scores.csv."""
     frame = pd.read_csv(path)
     test = frame[frame["split"] == "test"]
@@ -196,7 +191,7 @@ def bootstrap_table(
     for run in runs:
         if run["variant"] != "default":
             continue
-        ids, labels, values = _test_scores(run["path"])
+        ids, labels, values = read_test_scores(run["path"])
         known = truth.setdefault(run["dataset"], (ids, labels))
         if not np.array_equal(known[0], ids):
             raise DiaError(f"{run['path']} scores other test images than the other runs")

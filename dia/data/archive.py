@@ -139,8 +139,8 @@ def _check_zip(archive: Path) -> list[str]:
             bad = zf.testzip()
         except (NotImplementedError, RuntimeError) as exc:  # unknown compression, encryption
             raise DiaError(
-                f"archive {archive} cannot be read by Python's zipfile ({exc}); unpack it with "
-                f"another tool and re-pack it as a plain zip (deflate, no password)"
+                f"archive {archive} cannot be read by Python's zipfile ({exc}); extract it with "
+                f"another tool and set the dataset's local_path to the extracted folder"
             ) from exc
         if bad is not None:
             raise _corrupt(archive, f"bad CRC in {bad!r}")

@@ -10,7 +10,6 @@ channel; :func:`dia.data.prepare.to_float_tensor` replicates it to three.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from dia.errors import DiaError
+from dia.io import bytes_digest
 
 _CHUNK = 32
 
@@ -27,7 +27,7 @@ _CHUNK = 32
 def pixel_sha256(pixels: np.ndarray) -> str:
     """sha256 of an image's decoded pixels and shape: equal for losslessly re-encoded files."""
     header = "x".join(map(str, pixels.shape)).encode() + b":"
-    return hashlib.sha256(header + np.ascontiguousarray(pixels).tobytes()).hexdigest()
+    return bytes_digest(header + np.ascontiguousarray(pixels).tobytes())
 
 
 def decode_image(path: Path, size: int | None) -> tuple[np.ndarray, str]:

@@ -16,6 +16,7 @@ from dia.diffusion.dissolve import Dissolver
 from dia.diffusion.model import load_diffusion
 from dia.evaluation.metrics import auroc
 from dia.figures import dissolving_grid, roc_figure, training_curves
+from dia.tables import read_test_scores
 
 FIG1_T = (30, 60, 100, 130, 200)
 
@@ -24,9 +25,8 @@ def run_roc_figure(runs: list[dict[str, Any]], dataset: str, dest: Path) -> None
     """``runs``: records with ``method`` and ``path`` (scores.csv) of one dataset."""
     curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     for run in runs:
-        frame = pd.read_csv(run["path"])
-        test = frame[frame["split"] == "test"]
-        curves[run["method"]].append((test["label"].to_numpy(), test["score"].to_numpy()))
+        _, labels, scores = read_test_scores(run["path"])
+        curves[run["method"]].append((labels, scores))
     aurocs = {m: float(np.mean([auroc(lab, s) for lab, s in c])) for m, c in curves.items()}
     roc_figure(curves, aurocs, dataset, dest)
 

@@ -146,28 +146,12 @@ def run_train(
     data = load_prepared(data_dir)
     normals = ImageBatches(data.images[data.select("train", 0)])
     baseline = method_model(layers)
+    common = {"state_dir": state_dir, "preset": preset, "layers": layers, "seed": seed}
     if baseline:
-        model, state, config = train_baseline(
-            baseline,
-            data,
-            normals,
-            state_dir=state_dir,
-            preset=preset,
-            layers=layers,
-            seed=seed,
-            device=device,
-        )
+        model, state, config = train_baseline(baseline, data, normals, device=device, **common)
     else:
         model, state, config = _train_contrastive(
-            data,
-            normals,
-            state_dir=state_dir,
-            preset=preset,
-            layers=layers,
-            seed=seed,
-            device=device,
-            cache=cache,
-            diffusion=diffusion,
+            data, normals, device=device, cache=cache, diffusion=diffusion, **common
         )
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save(

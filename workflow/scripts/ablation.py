@@ -3,6 +3,7 @@ from pathlib import Path
 from _dia import run
 
 import dia.paper
+from dia.io import write_text
 from dia.tables import (
     collect_metrics,
     to_latex,
@@ -10,7 +11,6 @@ from dia.tables import (
     variant_table,
     wide_tables,
     write_csv,
-    write_text,
 )
 
 TITLES = {
@@ -27,8 +27,8 @@ def main() -> None:
     write_csv(table, Path(snakemake.output.table))
     wide = wide_tables(table, list(settings), list(snakemake.params.datasets), key="setting")
     title = TITLES[snakemake.params.paper] + ", mean ± sample std over seeds (n), paper, difference"
-    write_text(to_markdown(wide, title), Path(snakemake.output.markdown))
-    write_text(to_latex(wide, title + "."), Path(snakemake.output.latex))
+    write_text(Path(snakemake.output.markdown), to_markdown(wide, title))
+    write_text(Path(snakemake.output.latex), to_latex(wide, title + "."))
 
 
 run(snakemake, main)

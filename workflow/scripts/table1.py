@@ -2,6 +2,7 @@ from pathlib import Path
 
 from _dia import run
 
+from dia.io import write_text
 from dia.tables import (
     collect_metrics,
     table1,
@@ -9,7 +10,6 @@ from dia.tables import (
     to_markdown,
     wide_tables,
     write_csv,
-    write_text,
 )
 
 TITLE = "Table 1: test AUROC, mean ± sample std over seeds (n seeds), paper value and difference"
@@ -22,8 +22,8 @@ def main() -> None:
     write_csv(long, Path(snakemake.output.long))
     write_csv(table, Path(snakemake.output.table))
     wide = wide_tables(table, snakemake.params.methods, snakemake.params.datasets)
-    write_text(to_markdown(wide, TITLE), Path(snakemake.output.markdown))
-    write_text(to_latex(wide, TITLE + "."), Path(snakemake.output.latex))
+    write_text(Path(snakemake.output.markdown), to_markdown(wide, TITLE))
+    write_text(Path(snakemake.output.latex), to_latex(wide, TITLE + "."))
 
 
 run(snakemake, main)
