@@ -39,15 +39,6 @@ FILE_SOURCES = (*KAGGLE, "kvasir", *CIFAR)
 SOURCE_JSON = "source.json"
 
 
-def kaggle_datasets(datasets: dict[str, dict]) -> list[str]:
-    """Config keys of the datasets that will be downloaded from Kaggle (no local_path)."""
-    return [
-        name
-        for name, spec in datasets.items()
-        if spec.get("source") in KAGGLE and not spec.get("local_path")
-    ]
-
-
 def check_layout(source: str, root: Path) -> None:
     """Fail now, in the download step, when ``root`` is not the dataset's official layout."""
     if source in CIFAR:
