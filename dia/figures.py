@@ -1,4 +1,5 @@
-"""Figures: the dissolving grid (paper Fig. 1), ROC curves and training curves per dataset.
+"""Figures: the dissolving grid (paper Fig. 1), the data-ratio bars (Fig. 4), ROC curves and
+training curves per dataset.
 
 Each function takes plain arrays or file paths and writes one PNG atomically, so the rules stay
 thin and the figures are testable without a workflow run.
@@ -103,4 +104,36 @@ def training_curves(logs: Mapping[str, Sequence[pd.DataFrame]], dataset: str, de
     for row in axes:
         row[0].set_ylabel("training loss")
     fig.suptitle(f"Training curves: {dataset}", fontsize=10, y=1.04)
+    _save(fig, dest)
+
+
+def data_ratio_figure(table: pd.DataFrame, datasets: Sequence[str], dest: Path) -> None:
+    """Fig. 4: bars per dataset for each diffusion data ratio, ours with the std over seeds as
+    error bars (none for one seed) and the paper's value as a black tick; a missing combination
+    has no bar.
+
+    ``table``: rows of one selection rule with ``setting`` (ratio), ``dataset``, ``auroc_mean``,
+    ``auroc_std``, ``n_seeds`` and ``paper_auroc``.
+    """
+    settings = sorted(table["setting"].unique(), key=float)
+    index = {(r["setting"], r["dataset"]): r for r in table.to_dict("records")}
+    width = 0.8 / max(1, len(settings))
+    fig, ax = plt.subplots(figsize=(2.0 + 1.3 * len(datasets), 3.4))
+    for i, setting in enumerate(settings):
+        xs = np.arange(len(datasets)) + (i - (len(settings) - 1) / 2) * width
+        rows = [index.get((setting, d)) for d in datasets]
+        mean = [r["auroc_mean"] if r else np.nan for r in rows]
+        std = [r["auroc_std"] if r else np.nan for r in rows]
+        ax.bar(xs, mean, width * 0.95, yerr=std, capsize=3, label=f"ours, ratio {setting}")
+        paper = [r["paper_auroc"] if r else np.nan for r in rows]
+        ax.scatter(xs, paper, marker="_", s=250, color="black", zorder=3)
+        for x, r in zip(xs, rows, strict=True):
+            if r:
+                ax.text(x, 0.02, f"n={int(r['n_seeds'])}", ha="center", fontsize=6, rotation=90)
+    ax.scatter([], [], marker="_", s=250, color="black", label="paper")
+    ax.set_xticks(np.arange(len(datasets)), datasets, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test AUROC (mean over seeds)")
+    ax.set_title("Fig. 4: diffusion training-data ratio", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, dest)

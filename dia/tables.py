@@ -39,9 +39,31 @@ def collect_metrics(runs: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*RUN_KEYS, "selection", "metric", "value"])
 
 
-def table1(long: pd.DataFrame) -> pd.DataFrame:
-    """AUROC mean and sample std over seeds per method, dataset and selection rule."""
+def collapse_families(long: pd.DataFrame, families: dict[str, list[str]]) -> pd.DataFrame:
+    """Replace the runs of a one-class family's members by their mean per seed.
+
+    Each (method, family, variant, seed, selection, metric) becomes one row whose value is the
+    mean over the family's classes, the one-class protocol's number. A seed missing any class
+    is dropped, so it shows as a missing seed rather than a mean over fewer classes.
+    """
+    member_of = {m: family for family, members in families.items() for m in members}
+    is_member = long["dataset"].isin(list(member_of))
+    members = long[is_member].assign(dataset=long.loc[is_member, "dataset"].map(member_of))
+    keys = [*RUN_KEYS, "selection", "metric"]
+    grouped = members.groupby(keys, sort=False)["value"].agg(["mean", "count"]).reset_index()
+    sizes = grouped["dataset"].map({f: len(m) for f, m in families.items()})
+    complete = grouped[grouped["count"] == sizes].rename(columns={"mean": "value"})
+    return pd.concat([long[~is_member], complete[[*keys, "value"]]], ignore_index=True)
+
+
+def table1(long: pd.DataFrame, datasets: Iterable[str] | None = None) -> pd.DataFrame:
+    """AUROC mean and sample std over seeds per method, dataset and selection rule.
+
+    ``datasets`` restricts it to Table 1's datasets (the long file also holds e.g. CIFAR).
+    """
     auroc = long[(long["metric"] == "auroc") & (long["variant"] == "default")]
+    if datasets is not None:
+        auroc = auroc[auroc["dataset"].isin(list(datasets))]
     grouped = auroc.groupby(["method", "dataset", "selection"], sort=False)["value"]
     table = grouped.agg(n_seeds="count", auroc_mean="mean", auroc_std="std").reset_index()
     table["paper_auroc"] = [
@@ -62,7 +84,7 @@ def variant_table(
     variants: dict[str, str],
     paper: dict[str, dict[str, float]],
 ) -> pd.DataFrame:
-    """One ablation table (Tables 2 and 3): ``method``'s AUROC per dataset for each variant.
+    """One ablation table (Tables 2, 3, ...): ``method``'s AUROC per dataset for each variant.
 
     ``variants`` maps the table's labels (e.g. ``perm``, ``64``) to variant names; ``paper``
     holds the paper's value per label and dataset. Combinations without runs are absent.
@@ -127,10 +149,36 @@ def wide_tables(
     return out
 
 
+def cost_text_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 4 as text cells: ours beside the paper's, measured throughput or "missing"."""
+
+    def number(value: Any, digits: int) -> str:
+        return "missing" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+    def beside(ours: float, paper: Any) -> str:
+        return f"{ours:.2f}" + ("" if paper is None or pd.isna(paper) else f" (paper {paper:.2f})")
+
+    cells = {
+        "params (M)": [beside(r.params_m, r.paper_params_m) for r in table.itertuples()],
+        "MACs (G)": [beside(r.macs_g, r.paper_macs_g) for r in table.itertuples()],
+    }
+    for column, label in (
+        ("train_images_per_s", "train img/s"),
+        ("score_images_per_s", "score img/s"),
+        ("dissolve_images_per_s", "dissolve img/s"),
+    ):
+        cells[label] = [number(v, 1) for v in table.get(column, [None] * len(table))]
+    cells["device"] = [d if isinstance(d, str) else "missing" for d in table["devices"]]
+    index = pd.Index(table["dissolve_resolution"].astype(str), name="dissolving")
+    return pd.DataFrame(cells, index=index)
+
+
 def to_markdown(tables: dict[str, pd.DataFrame], title: str) -> str:
+    """One Markdown table per selection rule (a rule named "" gets no heading)."""
     lines = [f"# {title}", ""]
     for rule, frame in tables.items():
-        lines += [f"## Selection rule: {rule}", ""]
+        if rule:
+            lines += [f"## Selection rule: {rule}", ""]
         lines.append(f"| {frame.index.name} | " + " | ".join(frame.columns) + " |")
         lines.append("|---" * (len(frame.columns) + 1) + "|")
         lines += [f"| {m} | " + " | ".join(row) + " |" for m, row in frame.iterrows()]
@@ -143,9 +191,10 @@ def _tex(text: str) -> str:
 
 
 def to_latex(tables: dict[str, pd.DataFrame], caption: str) -> str:
-    """One booktabs table per selection rule."""
+    """One booktabs table per selection rule (a rule named "" adds nothing to the caption)."""
     parts = []
     for rule, frame in tables.items():
+        suffix = f" Selection rule: {_tex(rule)}." if rule else ""
         spec = "l" + "c" * len(frame.columns)
         rows = [" & ".join([frame.index.name, *map(_tex, frame.columns)]) + r" \\"]
         body = [" & ".join([_tex(m), *map(_tex, row)]) + r" \\" for m, row in frame.iterrows()]
@@ -159,7 +208,7 @@ def to_latex(tables: dict[str, pd.DataFrame], caption: str) -> str:
             *body,
             r"\bottomrule",
             r"\end{tabular}",
-            rf"\caption{{{_tex(caption)} Selection rule: {_tex(rule)}.}}",
+            rf"\caption{{{_tex(caption)}{suffix}}}",
             r"\end{table}",
             "",
         ]

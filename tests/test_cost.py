@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dia.config import ContrastiveConfig, DiffusionConfig
-from dia.evaluation.cost import count_macs, count_params, table4
+from dia.evaluation.cost import count_macs, count_params, measured_throughput, table4
 
 
 def test_conv_and_linear_macs_are_exact():
@@ -52,3 +54,23 @@ def test_resnet18_at_224_matches_the_standard_cost():
     assert list(table["dissolve_resolution"]) == ["none", "32"]
     assert table.iloc[1]["macs_g"] > base["macs_g"]
     assert table.iloc[1]["paper_macs_g"] == 2.33
+
+
+def test_measured_throughput_averages_the_runs_meta_files(tmp_path):
+    def meta(name, **values):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"device_name": "gpu0", **values}))
+        return path
+
+    train = [
+        ("32", meta("t1", steps=10, config={"contrastive": {"batch_size": 32}}, train_seconds=4)),
+        ("32", meta("t2", steps=10, config={"contrastive": {"batch_size": 32}}, train_seconds=1)),
+    ]
+    score = [("32", meta("s1", n_scored_images=1000, wall_time_s=10.0))]
+    caches = [("32", meta("c1", n_dissolved=500, wall_time_s=2.0))]
+    table = measured_throughput(train, score, caches).set_index("dissolve_resolution")
+    assert table.loc["32", "n_runs"] == 2
+    assert table.loc["32", "train_images_per_s"] == pytest.approx((80 + 320) / 2)
+    assert table.loc["32", "score_images_per_s"] == pytest.approx(100)
+    assert table.loc["32", "dissolve_images_per_s"] == pytest.approx(250)
+    assert table.loc["32", "devices"] == "gpu0"

@@ -135,13 +135,24 @@ def test_bootstrap_interval_of_dia_against_csi(workdir: Path) -> None:
     assert float(row["ci95_low"]) <= float(row["auroc_diff"]) <= float(row["ci95_high"])
 
 
-def test_table4_counts_the_dissolving_cost(workdir: Path) -> None:
+def test_table4_counts_the_dissolving_cost_and_the_measured_throughput(workdir: Path) -> None:
     with open(workdir / "results/tables/table4_cost.csv") as f:
         rows = {r["dissolve_resolution"]: r for r in csv.DictReader(f)}
-    assert list(rows) == ["none", "32", "64", "128"]
+    assert list(rows) == ["none", "16", "32", "64", "128"]
     macs = [float(rows[k]["macs_g"]) for k in rows]
     assert macs == sorted(macs) and macs[0] < macs[1]
-    assert rows["none"]["paper_macs_g"] == "1.8200"
+    assert rows["none"]["paper_macs_g"] == "1.8200" and rows["16"]["paper_macs_g"] == ""
+    # measured on this run: CSI (no dissolving) and DIA at the config's 16 px, two seeds each
+    for key in ("none", "16"):
+        assert rows[key]["n_runs"] == "2" and float(rows[key]["train_images_per_s"]) > 0
+        assert float(rows[key]["score_images_per_s"]) > 0
+    assert (
+        float(rows["16"]["dissolve_images_per_s"]) > 0
+        and rows["none"]["dissolve_images_per_s"] == ""
+    )
+    assert rows["64"]["train_images_per_s"] == "" and rows["64"]["n_runs"] == "0"
+    markdown = (workdir / "results/tables/table4_cost.md").read_text()
+    assert "| 64 | " in markdown and "missing" in markdown and "(paper 1.82)" in markdown
 
 
 def test_table1_markdown_and_latex(workdir: Path) -> None:
@@ -154,7 +165,12 @@ def test_table1_markdown_and_latex(workdir: Path) -> None:
 
 def test_figures_are_written(workdir: Path) -> None:
     figures = workdir / "results/figures"
-    names = {"roc_phantom.png", "training_phantom.png", "fig1_dissolving.png"}
+    names = {
+        "roc_phantom.png",
+        "training_phantom.png",
+        "fig1_dissolving.png",
+        "fig4_data_ratio.png",
+    }
     assert names <= {p.name for p in figures.iterdir()}
     for name in names:
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -172,3 +188,24 @@ def test_table2_compares_perm_with_rotation(workdir: Path) -> None:
     markdown = (workdir / "results/tables/table2_shift.md").read_text()
     assert "| setting | phantom |" in markdown and "| perm | " in markdown
     assert (workdir / "results/tables/table2_shift.tex").read_text().count(r"\begin{table}") == 3
+
+
+def test_fig4_compares_data_ratios_with_their_own_diffusion_models(workdir: Path) -> None:
+    with open(workdir / "results/tables/fig4_data_ratio.csv") as f:
+        rows = {r["setting"]: r for r in csv.DictReader(f) if r["selection"] == "last"}
+    assert rows["1.0"]["n_seeds"] == "2" and rows["0.1"]["n_seeds"] == "1"
+    assert rows["0.1"]["auroc_std"] == ""
+    meta = json.loads((workdir / "results/diffusion/phantom/res16_ratio0.1/meta.json").read_text())
+    assert meta["n_images"] == 10 and meta["config"]["data_ratio"] == 0.1
+    run = json.loads(
+        (workdir / "results/runs/dia/phantom/ratio01/seed0/train_meta.json").read_text()
+    )
+    assert run["inputs"]["cache"].endswith("res16_ratio0.1.npz")
+
+
+def test_blur_variant_trains_without_a_cache(workdir: Path) -> None:
+    meta = json.loads(
+        (workdir / "results/runs/dia/phantom/median/seed0/train_meta.json").read_text()
+    )
+    assert meta["inputs"]["cache"] == "" and meta["config"]["dissolve"]["kind"] == "median"
+    assert not (workdir / "results/runs/dia/phantom/median/seed1").exists()

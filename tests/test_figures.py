@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib import pyplot as plt
 
 import dia.figures as figures
-from dia.figures import dissolving_grid, roc_figure, training_curves
+from dia.figures import data_ratio_figure, dissolving_grid, roc_figure, training_curves
 
 
 def _capture(monkeypatch):
@@ -56,3 +56,24 @@ def test_dissolving_grid_has_a_column_per_t(tmp_path, monkeypatch):
     assert len(saved["axes"]) == 8
     assert saved["titles"][:4] == ["original", "t = 30", "t = 60", "t = 100"]
     plt.close("all")
+
+
+def test_data_ratio_figure_draws_a_bar_per_measured_cell(tmp_path, monkeypatch):
+    saved = _capture(monkeypatch)
+    table = pd.DataFrame(
+        {
+            "setting": ["1.0", "1.0", "0.1"],
+            "dataset": ["kvasir", "cifar10", "kvasir"],
+            "auroc_mean": [0.8, 0.9, 0.7],
+            "auroc_std": [0.02, None, 0.01],
+            "n_seeds": [3, 1, 3],
+            "paper_auroc": [0.732, 0.935, 0.679],
+        }
+    )
+    data_ratio_figure(table, ["kvasir", "cifar10"], tmp_path / "f.png")
+    ax = saved["axes"][0]
+    heights = [round(p.get_height(), 3) for p in ax.patches]
+    # ratio 0.1 first (sorted), cifar10 at 0.1 is missing: a NaN bar that draws nothing
+    assert heights[:1] == [0.7] and heights[2:] == [0.8, 0.9]
+    assert np.isnan(heights[1])
+    assert sorted(saved["texts"]) == ["ours, ratio 0.1", "ours, ratio 1.0", "paper"]

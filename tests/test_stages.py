@@ -12,6 +12,7 @@ import yaml
 from torch.nn.utils import clip_grad_norm_
 
 from dia.errors import DiaError
+from dia.plan import CONFIG_SECTIONS
 from dia.stages.data import run_download, run_prepare
 from dia.stages.diffusion import diffusion_subset, run_dissolve_cache, run_train_diffusion
 from dia.stages.runs import run_score, run_train
@@ -20,8 +21,7 @@ from tests.conftest import TINY_CONFIG
 CONFIG = yaml.safe_load(TINY_CONFIG.read_text())
 SPEC = CONFIG["datasets"]["phantom"]
 BASELINES = ("kdad", "transformaly", "rd4ad", "uniad", "meanshift")
-SECTIONS = ("diffusion", "dissolve", "contrastive", "score", *BASELINES)
-LAYERS = [{s: CONFIG[s] for s in SECTIONS}, SPEC]
+LAYERS = [{s: CONFIG[s] for s in CONFIG_SECTIONS}, SPEC]
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _train_and_score(root: Path, out: Path, method: str, seed: int) -> str:
-    layers = [*LAYERS, {"contrastive": {"method": method}}]
-    cache = root / "cache.npz" if method == "dia" else None
+def _run(root: Path, out: Path, layers: list, seed: int = 0, cache: Path | None = None) -> str:
+    """Train and score one run; its scores.csv text."""
     run_train(
         data_dir=root / "data",
         out_dir=out,
@@ -68,6 +67,11 @@ def _train_and_score(root: Path, out: Path, method: str, seed: int) -> str:
     )
     run_score(data_dir=root / "data", run_dir=out, preset="dia_code", layers=layers, device="cpu")
     return (out / "scores.csv").read_text()
+
+
+def _train_and_score(root: Path, out: Path, method: str, seed: int) -> str:
+    layers = [*LAYERS, {"contrastive": {"method": method}}]
+    return _run(root, out, layers, seed, root / "cache.npz" if method == "dia" else None)
 
 
 @pytest.mark.parametrize("method", ["dia", "csi"])
@@ -153,28 +157,25 @@ def test_bad_run_setup_is_a_clear_error(
         )
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "median", "none"])
+def test_blur_ablation_trains_without_a_diffusion_model(
+    prepared: Path, tmp_path: Path, kind: str
+) -> None:
+    """dissolve.kind replaces the cache; the run records which dissolving it used."""
+    layers = [*LAYERS, {"contrastive": {"method": "dia"}, "dissolve": {"kind": kind}}]
+    _run(prepared, tmp_path, layers)
+    config = json.loads((tmp_path / "train_meta.json").read_text())["config"]
+    assert config["dissolve"]["kind"] == kind and config["dissolve"]["blur_branches"] == "all"
+    assert json.loads((tmp_path / "metrics.json").read_text())["last"]["auroc"] > 0
+
+
 @pytest.mark.parametrize("baseline", BASELINES)
 def test_baselines_train_and_score_like_dia(prepared: Path, tmp_path: Path, baseline: str) -> None:
     """Same files as a DIA run, deterministic for a seed, the training normals only."""
     layers = [*LAYERS, {"model": baseline}]
 
-    def train_and_score(out: Path) -> str:
-        run_train(
-            data_dir=prepared / "data",
-            out_dir=out,
-            state_dir=out / "state",
-            preset="dia_code",
-            layers=layers,
-            seed=0,
-            device="cpu",
-        )
-        run_score(
-            data_dir=prepared / "data", run_dir=out, preset="dia_code", layers=layers, device="cpu"
-        )
-        return (out / "scores.csv").read_text()
-
-    first = train_and_score(tmp_path / "a")
-    assert first == train_and_score(tmp_path / "b")
+    first = _run(prepared, tmp_path / "a", layers)
+    assert first == _run(prepared, tmp_path / "b", layers)
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert set(metrics) == {"last", "val", "test_oracle"}
     assert 0.0 <= metrics["last"]["auroc"] <= 1.0

@@ -7,13 +7,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dia.errors import DiaError
 from dia.evaluation.bootstrap import paired_bootstrap
 from dia.tables import (
     bootstrap_table,
+    collapse_families,
     collect_metrics,
+    cost_text_table,
     table1,
     to_latex,
     to_markdown,
@@ -121,6 +124,7 @@ def test_table1_with_a_missing_seed_and_a_missing_run(tmp_path):
     assert dia["n_seeds"] == 3 and dia["auroc_mean"] == pytest.approx(0.85)
     assert dia["auroc_std"] == pytest.approx(0.05)
     assert dia["diff_vs_paper"] == pytest.approx(0.85 - 0.851)
+    assert table1(long, ["kvasir"]).empty and len(table1(long, ["sarscov2"])) == len(table)
     wide = wide_tables(table, ["csi", "dia", "rd4ad"], ["sarscov2", "kvasir"])
     last = wide["last"]
     assert last.loc["dia", "sarscov2"] == "0.850 ± 0.050 (n=3); paper 0.851, -0.001"
@@ -169,3 +173,72 @@ def test_variant_table_compares_settings_with_the_paper(tmp_path):
     assert last.loc["rotation", "n_seeds"] == 2 and last.loc["perm", "n_seeds"] == 1
     assert last.loc["perm", "diff_vs_paper"] == pytest.approx(0.70 - 0.840)
     assert set(table["selection"]) == {"last", "val", "test_oracle"}
+
+
+def test_one_class_family_is_the_mean_over_classes_per_seed(tmp_path):
+    """Fig. 4's CIFAR cell: per seed the mean over classes; a seed missing a class is dropped."""
+    values = {(0, 0): 0.9, (0, 1): 0.7, (0, 2): 0.8, (1, 0): 0.6, (1, 1): 0.8, (1, 2): 0.7}
+    runs = [
+        {
+            "method": "dia",
+            "dataset": f"cifar10_class{k}",
+            "variant": "default",
+            "seed": seed,
+            **_metrics(tmp_path / f"{seed}_{k}.json", v),
+        }
+        for (seed, k), v in values.items()
+    ]
+    runs += [  # seed 2 lacks class 2; another dataset passes through unchanged
+        {
+            "method": "dia",
+            "dataset": f"cifar10_class{k}",
+            "variant": "default",
+            "seed": 2,
+            **_metrics(tmp_path / f"2_{k}.json", 0.1),
+        }
+        for k in (0, 1)
+    ]
+    runs.append(
+        {
+            "method": "dia",
+            "dataset": "kvasir",
+            "variant": "default",
+            "seed": 0,
+            **_metrics(tmp_path / "k.json", 0.5),
+        }
+    )
+    families = {"cifar10": [f"cifar10_class{k}" for k in range(3)]}
+    long = collapse_families(collect_metrics(runs), families)
+    last = long[(long["selection"] == "last") & (long["metric"] == "auroc")]
+    cifar = last[last["dataset"] == "cifar10"].set_index("seed")["value"]
+    assert sorted(cifar.index) == [0, 1]
+    assert cifar[0] == pytest.approx(0.8) and cifar[1] == pytest.approx(0.7)
+    assert last[last["dataset"] == "kvasir"]["value"].tolist() == [0.5]
+    table = variant_table(long, "dia", {"1.0": "default"}, {"1.0": {"cifar10": 0.935}})
+    row = table[(table["selection"] == "last") & (table["dataset"] == "cifar10")].iloc[0]
+    assert row["n_seeds"] == 2 and row["auroc_mean"] == pytest.approx(0.75)
+    assert row["diff_vs_paper"] == pytest.approx(0.75 - 0.935)
+
+
+def test_cost_table_text_shows_missing_throughput():
+    table = pd.DataFrame(
+        {
+            "dissolve_resolution": ["none", "40"],
+            "params_m": [11.51, 47.2],
+            "macs_g": [1.814, 3.0],
+            "paper_params_m": [11.2, None],
+            "paper_macs_g": [1.82, None],
+            "train_images_per_s": [120.0, None],
+            "score_images_per_s": [300.0, None],
+            "dissolve_images_per_s": [None, None],
+            "devices": ["x86_64", None],
+        }
+    )
+    text = cost_text_table(table)
+    assert text.loc["none", "params (M)"] == "11.51 (paper 11.20)"
+    assert text.loc["40", "MACs (G)"] == "3.00"
+    assert text.loc["none", "train img/s"] == "120.0"
+    assert text.loc["40", "train img/s"] == "missing" and text.loc["40", "device"] == "missing"
+    markdown = to_markdown({"": text}, "Table 4")
+    assert "Selection rule" not in markdown and "| dissolving | params (M) |" in markdown
+    assert "Selection rule" not in to_latex({"": text}, "Table 4.")

@@ -35,46 +35,83 @@ PAPER_DATASETS = ("pneumoniamnist", "breastmnist", "sarscov2", "kvasir", "oct201
 PAPER_METHODS = ("dia", "csi", "kdad", "transformaly", "rd4ad", "uniad", "meanshift")
 
 
-def test_paper_dry_run_has_every_stage_for_six_datasets_seven_methods_three_seeds() -> None:
+HIGHRES = ("sarscov2", "kvasir", "oct2017", "aptos2019")
+BLUR_VARIANTS = ("gaussian", "gaussian_perm", "median", "median_perm", "blurnone", "blurnone_perm")
+
+
+def test_paper_dry_run_has_every_job_of_tables_1_to_4_and_figs_1_and_4() -> None:
     result = snakemake("-n")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
+    # train: 7 methods x 6 datasets, 9 DIA variants x 4 high-res datasets, Fig. 4's ratio01 on
+    # PneumoniaMNIST and Kvasir, DIA default and ratio01 on 30 CIFAR classes; 3 seeds each
+    train = 3 * (7 * 6 + 9 * 4 + 2 + 2 * 30)
+    # diffusion: res32 per dataset (6 + 30 CIFAR classes), res64/128 x 4, ratio 0.1 x (2 + 30);
+    # caches only where runs read one: res32 on 5 datasets (OCT and CIFAR dissolve online, and so
+    # do the 64/128 px variants) and ratio 0.1 on PneumoniaMNIST and Kvasir
+    diffusion = 36 + 8 + 32
+    caches = 5 + 2
     assert counts == {
         "download_npz": 2,
-        "download_files": 4,
-        "prepare": 6,
-        "train_diffusion": 14,
-        "dissolve_cache": 14,
-        "train": 162,
-        "score": 162,
+        "download_files": 6,
+        "prepare": 36,
+        "train_diffusion": diffusion,
+        "dissolve_cache": caches,
+        "train": train,
+        "score": train,
         "table1": 1,
         "bootstrap": 1,
-        "table2": 1,
-        "table3": 1,
+        "ablation": 4,
         "table4": 1,
         "fig_roc": 6,
         "fig_training": 6,
         "fig1": 1,
+        "fig4": 1,
         "all": 1,
-        "total": 383,
+        "total": 8 + 36 + diffusion + caches + 2 * train + 1 + 1 + 4 + 1 + 6 + 6 + 1 + 1 + 1,
     }
+    out = result.stdout
     for dataset in PAPER_DATASETS:
         for method in PAPER_METHODS:
             for seed in range(3):
-                assert (
-                    f"results/runs/{method}/{dataset}/default/seed{seed}/metrics.json"
-                    in result.stdout
-                )
-        assert f"results/dissolved/{dataset}/res32_ratio1.0.npz" in result.stdout
-    for dataset in ("sarscov2", "kvasir", "oct2017", "aptos2019"):
-        assert f"resources/raw/{dataset}/source.json" in result.stdout
-    assert "config/splits/sarscov2.csv" in result.stdout
-    for dataset in ("sarscov2", "kvasir", "oct2017", "aptos2019"):
-        for variant in ("perm", "dslv64", "dslv128"):
-            assert f"results/runs/dia/{dataset}/{variant}/seed2/metrics.json" in result.stdout
+                assert f"results/runs/{method}/{dataset}/default/seed{seed}/metrics.json" in out
+        cached = f"results/dissolved/{dataset}/res32_ratio1.0.npz" in out
+        assert cached == (dataset != "oct2017"), dataset
+        assert f"results/diffusion/{dataset}/res32_ratio1.0/model.pt" in out
+        assert f"results/figures/roc_{dataset}.png" in out
+    for dataset in HIGHRES:
+        assert f"resources/raw/{dataset}/source.json" in out
+    assert "config/splits/sarscov2.csv" in out
+    for dataset in HIGHRES:
+        for variant in ("perm", "dslv64", "dslv128", *BLUR_VARIANTS):
+            assert f"results/runs/dia/{dataset}/{variant}/seed2/metrics.json" in out
         for res in (64, 128):
-            assert f"results/dissolved/{dataset}/res{res}_ratio1.0.npz" in result.stdout
-    assert "results/runs/dia/pneumoniamnist/perm/" not in result.stdout
+            assert f"results/diffusion/{dataset}/res{res}_ratio1.0/model.pt" in out
+            assert f"results/dissolved/{dataset}/res{res}" not in out
+    assert "results/runs/dia/pneumoniamnist/perm/" not in out
+    for family, n in (("cifar10", 10), ("cifar100", 20)):
+        assert f"resources/raw/{family}/source.json" in out
+        for k in range(n):
+            for variant in ("default", "ratio01"):
+                assert f"results/runs/dia/{family}_class{k}/{variant}/seed2/metrics.json" in out
+            assert f"results/diffusion/{family}_class{k}/res32_ratio0.1/model.pt" in out
+        assert f"results/runs/csi/{family}_class0/" not in out
+        assert f"roc_{family}" not in out
+    for dataset in ("pneumoniamnist", "kvasir"):
+        assert f"results/diffusion/{dataset}/res32_ratio0.1/model.pt" in out
+    for name in ("table2_shift", "table3_resolution", "ablation_dissolve", "fig4_data_ratio"):
+        assert f"results/tables/{name}.csv" in out
+    assert "results/figures/fig4_data_ratio.png" in out
+
+
+def test_blur_runs_need_no_diffusion_model() -> None:
+    result = snakemake("-n", "--forcerun", "train", "--until", "train")
+    assert result.returncode == 0, result.stderr
+    blocks = [b for b in result.stdout.split("\n\n") if "rule train:" in b]
+    for variant in BLUR_VARIANTS:
+        mine = [b for b in blocks if f"/{variant}/seed" in b]
+        assert len(mine) == 4 * 3, variant
+        assert not any("dissolved" in b or "diffusion" in b for b in mine), variant
 
 
 def test_only_dia_runs_depend_on_the_diffusion_model() -> None:
@@ -89,7 +126,7 @@ def test_only_dia_runs_depend_on_the_diffusion_model() -> None:
         "--replace-workflow-config",
     )
     assert result.returncode == 0, result.stderr
-    blocks = [b for b in result.stdout.split("\n\n") if "rule train:" in b]
+    blocks = [b for b in result.stdout.split("\n\n") if "rule train:" in b and "/default/" in b]
     for method in PAPER_METHODS:
         mine = [b for b in blocks if f"results/runs/{method}/" in b]
         assert len(mine) == 2, method  # two demo seeds
@@ -125,7 +162,24 @@ def _write_config(tmp_path: Path, edit) -> Path:
                     "x": {"methods": ["dia"], "datasets": ["phantom"], "dissolve": {"t_max": 9}}
                 }
             ),
-            "variants.x: a variant may set dissolve.resolution",
+            "variants.x.dissolve.t_max: a variant may set only dissolve.blur_branches",
+        ),
+        (
+            lambda c: c.update(
+                variants={
+                    "x": {"methods": ["dia"], "datasets": ["phantom"], "diffusion": {"dim": 16}}
+                }
+            ),
+            "variants.x.diffusion.dim: a variant may set only diffusion.data_ratio",
+        ),
+        (
+            lambda c: c.update(variants={"dslv64": {"methods": ["dia"], "datasets": ["phantom"]}}),
+            "variants.dslv64: Table 3 reads dslv<N> variants as dissolving at N px",
+        ),
+        (lambda c: c["datasets"]["phantom"].pop("normal_labels"), "datasets.phantom: set normal"),
+        (
+            lambda c: c["datasets"]["phantom"].update(one_class=[0, 1]),
+            "datasets.phantom: one_class sets the normal class",
         ),
     ],
 )
@@ -177,7 +231,8 @@ def test_workflow_runs_from_another_directory(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout)["train"] == 6  # dia, csi and dia-perm, two seeds
+    # dia, csi and dia-perm at two seeds, dia-ratio01 and dia-median at one
+    assert job_counts(result.stdout)["train"] == 8
 
 
 GPU_RULES = {"train_diffusion", "dissolve_cache", "train", "score"}
@@ -186,12 +241,12 @@ LOCAL_RULES = {
     "download_files",
     "table1",
     "bootstrap",
-    "table2",
-    "table3",
+    "ablation",
     "table4",
     "fig_roc",
     "fig_training",
     "fig1",
+    "fig4",
     "all",
 }
 
@@ -237,8 +292,8 @@ def test_variants_train_their_own_runs_on_the_right_cache(tmp_path: Path) -> Non
     def edit(config):
         config["variants"] = {
             "perm": {"methods": ["dia"], "datasets": ["phantom"], "contrastive": {"shift": "perm"}},
-            "dslv64": {"methods": ["dia"], "datasets": ["phantom"], "dissolve": {"resolution": 32}},
-            "dslv128": {"methods": ["dia"], "datasets": ["phantom"], "dissolve": {"resolution": 8}},
+            "dslv32": {"methods": ["dia"], "datasets": ["phantom"], "dissolve": {"resolution": 32}},
+            "dslv8": {"methods": ["dia"], "datasets": ["phantom"], "dissolve": {"resolution": 8}},
         }
 
     config = _write_config(tmp_path, edit)
@@ -246,11 +301,48 @@ def test_variants_train_their_own_runs_on_the_right_cache(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     counts = job_counts(result.stdout)
     assert counts["train"] == 2 * 2 + 3 * 2  # dia and csi by default, dia per variant; 2 seeds
-    assert counts["train_diffusion"] == 3 and counts["table2"] == counts["table3"] == 1
+    assert counts["train_diffusion"] == 3 and counts["ablation"] == 2  # Tables 2 and 3
     blocks = {
         re.search(r"results/runs/\w+/phantom/(\w+)/seed0/model\.pt", b)[1]: b
         for b in result.stdout.split("\n\n")
         if "rule train:" in b and "runs/dia/" in b and "seed0/model.pt" in b
     }
     assert "res16_ratio1.0.npz" in blocks["default"] and "res16_ratio1.0.npz" in blocks["perm"]
-    assert "res32_ratio1.0.npz" in blocks["dslv64"] and "res8_ratio1.0.npz" in blocks["dslv128"]
+    assert "res32_ratio1.0.npz" in blocks["dslv32"] and "res8_ratio1.0.npz" in blocks["dslv8"]
+
+
+def test_one_class_family_and_data_ratio_variant(tmp_path: Path) -> None:
+    """A CIFAR family expands to one dataset per class, sharing one download; a ratio variant
+    gets its own diffusion models; the family stays out of Table 1 and the per-dataset figures."""
+
+    def edit(config):
+        config["datasets"]["cifar10"] = {
+            "source": "cifar10",
+            "main": False,
+            "one_class": [0, 1, 2],
+            "contrastive": {"arch": "resnet18_cifar", "image_size": 32},
+        }
+        config["variants"] = {
+            "ratio01": {
+                "methods": ["dia"],
+                "datasets": ["phantom", "cifar10"],
+                "seeds": [0],
+                "diffusion": {"data_ratio": 0.1},
+            }
+        }
+
+    config = _write_config(tmp_path, edit)
+    result = snakemake("-n", "--configfile", config, "--replace-workflow-config")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    counts = job_counts(result.stdout)
+    assert counts["download_files"] == 1 and counts["prepare"] == 4
+    # phantom: dia and csi x 2 seeds, ratio01 x 1 seed; each CIFAR class: dia default + ratio01
+    assert counts["train"] == 4 + 1 + 3 * 2
+    assert counts["train_diffusion"] == 2 * 4 and counts["fig_roc"] == 1
+    assert counts["ablation"] == 1 and counts["fig4"] == 1
+    out = result.stdout
+    for k in range(3):
+        assert f"results/dissolved/cifar10_class{k}/res16_ratio0.1.npz" in out
+        assert f"results/runs/dia/cifar10_class{k}/default/seed0/model.pt" in out
+        assert f"results/runs/dia/cifar10_class{k}/default/seed1/" not in out
+    assert "results/runs/csi/cifar10" not in out

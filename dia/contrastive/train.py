@@ -64,10 +64,12 @@ class Trainer:
         dissolve: DissolveFn | None,
         seed: int,
         device: str = "cpu",
+        dissolve_all: bool = False,
     ) -> None:
         if (cfg.method == "dia") != (dissolve is not None):
             raise ValueError("DIA needs a dissolve source and CSI must not have one")
         self.cfg, self.images, self.dissolve, self.device = cfg, images, dissolve, device
+        self.dissolve_all = dissolve_all
         torch.manual_seed(seed)
         self.model = build_model(cfg).to(device)
         self.optimizer = LARS(
@@ -107,6 +109,7 @@ class Trainer:
             dissolve=self.dissolve,
             rng=self.rng,
             aug_rng=self.aug_rng,
+            dissolve_all=self.dissolve_all,
         )
         out = self.model(self.augment(views, self.aug_rng))
         loss_con = contrastive_loss(

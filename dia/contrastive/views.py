@@ -1,7 +1,9 @@
 """Building the 2 (CSI) or 3 (DIA) branches of shifted views of one batch (spec 3.1, 7).
 
 O and O' are two independently flipped copies of the batch, each shifted K ways (k-major).
-DIA's third branch A holds dissolved copies, one dissolving draw per shift block k. The dissolved
+DIA's third branch A holds dissolved copies, one dissolving draw per shift block k. With
+``dissolve_all`` (the official blur ablations, spec section 4.3) O and O' are built from the
+dissolved batch too, so blurred views are contrasted with blurred views. The dissolved
 image is flipped after dissolving (the official code flips first): the cache stores unflipped
 images, and the diffusion model was trained with flips, so both orders sample the same
 distribution.
@@ -61,12 +63,17 @@ def make_views(
     dissolve: DissolveFn | None,
     rng: torch.Generator,
     aug_rng: torch.Generator,
+    dissolve_all: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the views [O | O' | A] (S, 3, H, W) and their shift labels (S,)."""
+    if dissolve_all:
+        if dissolve is None:
+            raise ValueError("dissolve_all needs a dissolve function")
+        x = dissolve(index, x, rng)
     branches = [shift_all(random_hflip(x, aug_rng), shift) for _ in range(2)]
     if dissolve is not None:
         blocks = [
-            SHIFTS[shift](random_hflip(dissolve(index, x, rng), aug_rng), k)
+            SHIFTS[shift](random_hflip(x if dissolve_all else dissolve(index, x, rng), aug_rng), k)
             for k in range(NUM_SHIFTS)
         ]
         branches.append(torch.cat(blocks))

@@ -1,4 +1,5 @@
-"""Model cost for Table 4: parameters and multiply-accumulates (MACs) per image.
+"""Model cost for Table 4: parameters and multiply-accumulates (MACs) per image, and the
+throughput the runs measured.
 
 MACs come from :class:`torch.utils.flop_counter.FlopCounterMode`, which counts every matmul and
 convolution the forward pass dispatches (attention included), as FLOPs = 2 x MACs; bias adds and
@@ -7,6 +8,8 @@ element-wise ops are not counted, as in the usual MAC convention.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from dia.config import ContrastiveConfig, DiffusionConfig
 from dia.contrastive.resnet import ResNet18
 from dia.diffusion.model import build_diffusion
+from dia.io import read_json
 from dia.paper import TABLE4_COST
 
 RESOLUTIONS = (32, 64, 128)
@@ -69,9 +73,52 @@ def table4(
                 "dissolve_resolution": key,
                 "params_m": params / 1e6,
                 "macs_g": macs / 1e9,
-                "paper_params_m": TABLE4_COST[key][0],
-                "paper_macs_g": TABLE4_COST[key][1],
+                "paper_params_m": TABLE4_COST.get(key, (None, None))[0],
+                "paper_macs_g": TABLE4_COST.get(key, (None, None))[1],
             }
             for key, params, macs in rows
         ]
     )
+
+
+def measured_throughput(
+    train: Iterable[tuple[str, Path]],
+    score: Iterable[tuple[str, Path]],
+    caches: Iterable[tuple[str, Path]],
+) -> pd.DataFrame:
+    """Images per second per Table 4 row, averaged over the runs' meta files.
+
+    ``train``/``score``: (row, train_meta.json / meta.json of a CSI or DIA run); ``caches``:
+    (row, meta.json of a dissolve cache). Training counts batch images per second of training
+    loop (periodic evaluations excluded), scoring the images scored per second of the stage,
+    dissolving the (image, t) pairs the cache computed per second; devices are listed as
+    recorded, since the numbers only compare within one machine.
+    """
+    samples: dict[str, dict[str, list[float]]] = {}
+    devices: dict[str, set[str]] = {}
+
+    def add(row: str, key: str, value: float, meta: dict[str, Any]) -> None:
+        samples.setdefault(row, {}).setdefault(key, []).append(value)
+        devices.setdefault(row, set()).add(meta["device_name"])
+
+    for row, path in train:
+        meta = read_json(path)
+        images = meta["steps"] * meta["config"]["contrastive"]["batch_size"]
+        add(row, "train_images_per_s", images / meta["train_seconds"], meta)
+    for row, path in score:
+        meta = read_json(path)
+        add(row, "score_images_per_s", meta["n_scored_images"] / meta["wall_time_s"], meta)
+    for row, path in caches:
+        meta = read_json(path)
+        add(row, "dissolve_images_per_s", meta["n_dissolved"] / meta["wall_time_s"], meta)
+    columns = ["train_images_per_s", "score_images_per_s", "dissolve_images_per_s"]
+    rows = [
+        {
+            "dissolve_resolution": row,
+            "n_runs": len(values.get("train_images_per_s", [])),
+            **{c: sum(values[c]) / len(values[c]) if c in values else None for c in columns},
+            "devices": "; ".join(sorted(devices[row])),
+        }
+        for row, values in samples.items()
+    ]
+    return pd.DataFrame(rows, columns=["dissolve_resolution", "n_runs", *columns, "devices"])

@@ -11,7 +11,7 @@ import torch
 
 from dia.config import resolve
 from dia.data.prepare import ImageBatches, load_prepared
-from dia.diffusion.cache import build_cache
+from dia.diffusion.cache import build_cache, t_grid
 from dia.diffusion.dissolve import Dissolver, fit_to
 from dia.diffusion.model import load_diffusion
 from dia.diffusion.train import train_diffusion
@@ -97,6 +97,7 @@ def run_dissolve_cache(
     )
     with torch.inference_mode():
         build_cache(dissolver, ImageBatches(data.images[mask]), data.ids[mask], dest, device=device)
+    n_dissolved = int(mask.sum()) * len(t_grid(cfg))
     write_json(
         dest.with_suffix(".meta.json"),
         build_meta(
@@ -106,5 +107,6 @@ def run_dissolve_cache(
             device=device,
             started=started,
             inputs={"manifest_sha256": data.manifest_sha256},
+            extra={"n_dissolved": n_dissolved},
         ),
     )

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from dia.config import ContrastiveConfig, ScoreConfig, resolve
+from dia.config import ContrastiveConfig, DissolveConfig, ScoreConfig, resolve
+from dia.contrastive.blur import BlurDissolve
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.train import Trainer, TrainState, build_model
-from dia.contrastive.views import CachedDissolve, OnlineDissolve
+from dia.contrastive.views import CachedDissolve, DissolveFn, OnlineDissolve
 from dia.data.prepare import ImageBatches, PreparedData, load_prepared
 from dia.diffusion.cache import DissolveCache
 from dia.diffusion.dissolve import Dissolver
@@ -60,17 +61,18 @@ def score_splits(
 
 def _dissolve_source(
     cfg: ContrastiveConfig,
-    preset: str,
-    layers: Layers,
+    dcfg: DissolveConfig,
     *,
     cache: Path | None,
     diffusion: Path | None,
     ids: np.ndarray,
     device: str,
-) -> Any:
+) -> DissolveFn | None:
+    """DIA's third branch: the dissolve cache, the diffusion model online, or a blur."""
     if cfg.method == "csi":
         return None
-    dcfg = resolve("dissolve", preset, layers)
+    if dcfg.kind != "diffusion":
+        return BlurDissolve(dcfg.kind, dcfg.blur_kernel)
     if cfg.dissolve_source == "cache":
         if cache is None:
             raise DiaError("contrastive.dissolve_source is 'cache' but no cache was given")
@@ -113,20 +115,31 @@ def _train_contrastive(
             f"images are {normals.shape[-1]} px but contrastive.image_size is "
             f"{cfg.image_size}; set it in the dataset's config"
         )
+    dcfg = resolve("dissolve", preset, layers)
     source = _dissolve_source(
         cfg,
-        preset,
-        layers,
+        dcfg,
         cache=cache,
         diffusion=diffusion,
         ids=data.ids[data.select("train", 0)],
         device=device,
     )
-    trainer = Trainer(cfg, normals, dissolve=source, seed=seed, device=device)
+    blurs_all = dcfg.kind != "diffusion" and dcfg.blur_branches == "all"
+    trainer = Trainer(
+        cfg,
+        normals,
+        dissolve=source,
+        seed=seed,
+        device=device,
+        dissolve_all=source is not None and blurs_all,
+    )
     state = trainer.fit(
         state_dir=state_dir, evaluate=lambda m: score_splits(m, data, cfg, score_cfg, device)
     )
-    return trainer.model, state, {"contrastive": cfg.to_dict(), "score": score_cfg.to_dict()}
+    config = {"contrastive": cfg.to_dict(), "score": score_cfg.to_dict()}
+    if source is not None:
+        config["dissolve"] = dcfg.to_dict()
+    return trainer.model, state, config
 
 
 def run_train(
@@ -193,6 +206,7 @@ def run_train(
                 "epochs": state.epoch,
                 "steps": state.step,
                 "n_train_images": len(normals),
+                "train_seconds": sum(e.get("seconds", 0.0) for e in state.log),
             },
         ),
     )
@@ -237,6 +251,7 @@ def run_score(*, data_dir: Path, run_dir: Path, preset: str, layers: Layers, dev
         }
     labels = {s: data.labels[data.select(s)] for s in EVAL_SPLITS}
     metrics = select_all(history, labels)
+    scored = int(data.select("train", 0).sum()) + sum(len(v) for v in labels.values())
     write_json(run_dir / "metrics.json", metrics)
     write_json(
         run_dir / "meta.json",
@@ -247,6 +262,6 @@ def run_score(*, data_dir: Path, run_dir: Path, preset: str, layers: Layers, dev
             device=device,
             started=started,
             inputs={"manifest_sha256": data.manifest_sha256},
-            extra={"train": train_meta},
+            extra={"n_scored_images": scored, "train": train_meta},
         ),
     )

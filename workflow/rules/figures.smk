@@ -52,8 +52,8 @@ rule fig_training:
 
 rule fig1:
     input:
-        data=[f"results/data/{d}/manifest.csv" for d in DATASETS],
-        models=[diffusion_model(d) for d in DATASETS],
+        data=[f"results/data/{d}/manifest.csv" for d in MAIN_DATASETS],
+        models=[diffusion_model(d) for d in MAIN_DATASETS],
     output:
         report(
             "results/figures/fig1_dissolving.png",
@@ -76,3 +76,29 @@ rule fig1:
         datasets=fig1_datasets(),
     script:
         "../scripts/fig1.py"
+
+
+rule fig4:
+    input:
+        "results/tables/fig4_data_ratio.csv",
+    output:
+        report(
+            "results/figures/fig4_data_ratio.png",
+            caption="../report/fig4.rst",
+            category="Figures",
+            labels={"figure": "Fig. 4 data ratio"},
+        ),
+    log:
+        "logs/fig4.log",
+    benchmark:
+        "benchmarks/fig4.tsv"
+    conda:
+        "../../envs/dia.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        datasets=lambda wc: PLAN.ablation_datasets("fig4_data_ratio"),
+    script:
+        "../scripts/fig4.py"

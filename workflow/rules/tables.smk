@@ -1,6 +1,6 @@
 rule table1:
     input:
-        metrics_files(),
+        metrics_files(PLAN.runs()),
     output:
         table=report(
             "results/tables/table1_main.csv",
@@ -21,16 +21,16 @@ rule table1:
         mem_mb=4000,
         runtime=30,
     params:
-        runs=run_records(),
+        runs=PLAN.runs(),
         methods=METHODS,
-        datasets=DATASETS,
+        datasets=MAIN_DATASETS,
     script:
         "../scripts/table1.py"
 
 
 rule bootstrap:
     input:
-        scores_files(),
+        [run_file(r, "scores.csv") for r in PLAN.main_runs()],
     output:
         report(
             "results/tables/bootstrap_ci.csv",
@@ -48,18 +48,24 @@ rule bootstrap:
         mem_mb=4000,
         runtime=60,
     params:
-        runs=run_records(),
+        runs=PLAN.main_runs(),
     script:
         "../scripts/bootstrap.py"
 
 
 rule table4:
+    input:
+        train=[run_file(r, "train_meta.json") for r in PLAN.table4_runs()],
+        score=[run_file(r, "meta.json") for r in PLAN.table4_runs()],
+        caches=list(table4_caches()),
     output:
-        report(
+        table=report(
             "results/tables/table4_cost.csv",
             caption="../report/table4.rst",
             category="Tables",
         ),
+        markdown="results/tables/table4_cost.md",
+        latex="results/tables/table4_cost.tex",
     log:
         "logs/table4.log",
     benchmark:
@@ -72,26 +78,32 @@ rule table4:
         runtime=30,
     params:
         preset=config["preset"],
-        layers=[{s: config.get(s, {}) for s in SECTIONS}],
+        layers=[{s: config.get(s, {}) for s in CONFIG_SECTIONS}],
+        resolutions=[int(res) for res in ABLATIONS["table3_resolution"]],
+        rows=[r["row"] for r in PLAN.table4_runs()],
+        cache_rows=list(table4_caches().values()),
     script:
         "../scripts/table4.py"
 
 
-rule table2:
+rule ablation:
     input:
-        lambda wc: metrics_files(ABLATIONS["table2"]),
+        lambda wc: metrics_files(PLAN.ablation_runs(wc.name)),
     output:
         table=report(
-            "results/tables/table2_shift.csv",
-            caption="../report/table2.rst",
+            "results/tables/{name}.csv",
+            caption="../report/ablation.rst",
             category="Tables",
+            labels={"table": "{name}"},
         ),
-        markdown="results/tables/table2_shift.md",
-        latex="results/tables/table2_shift.tex",
+        markdown="results/tables/{name}.md",
+        latex="results/tables/{name}.tex",
     log:
-        "logs/table2.log",
+        "logs/ablation/{name}.log",
     benchmark:
-        "benchmarks/table2.tsv"
+        "benchmarks/ablation/{name}.tsv"
+    wildcard_constraints:
+        name=one_of(list(ABLATIONS)),
     conda:
         "../../envs/dia.yaml"
     threads: 1
@@ -99,39 +111,9 @@ rule table2:
         mem_mb=4000,
         runtime=30,
     params:
-        runs=lambda wc: ablation_records(ABLATIONS["table2"]),
-        settings=ABLATIONS["table2"],
-        datasets=lambda wc: ablation_datasets(ABLATIONS["table2"]),
-        paper="TABLE2_AUROC",
-    script:
-        "../scripts/ablation.py"
-
-
-rule table3:
-    input:
-        lambda wc: metrics_files(ABLATIONS["table3"]),
-    output:
-        table=report(
-            "results/tables/table3_resolution.csv",
-            caption="../report/table3.rst",
-            category="Tables",
-        ),
-        markdown="results/tables/table3_resolution.md",
-        latex="results/tables/table3_resolution.tex",
-    log:
-        "logs/table3.log",
-    benchmark:
-        "benchmarks/table3.tsv"
-    conda:
-        "../../envs/dia.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    params:
-        runs=lambda wc: ablation_records(ABLATIONS["table3"]),
-        settings=ABLATIONS["table3"],
-        datasets=lambda wc: ablation_datasets(ABLATIONS["table3"]),
-        paper="TABLE3_AUROC",
+        runs=lambda wc: PLAN.ablation_runs(wc.name),
+        settings=lambda wc: ABLATIONS[wc.name],
+        datasets=lambda wc: PLAN.ablation_datasets(wc.name),
+        families=PLAN.families,
     script:
         "../scripts/ablation.py"

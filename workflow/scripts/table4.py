@@ -3,8 +3,14 @@ from pathlib import Path
 from _dia import run
 
 from dia.config import resolve
-from dia.evaluation.cost import table4
-from dia.tables import write_csv
+from dia.evaluation.cost import RESOLUTIONS, measured_throughput, table4
+from dia.io import write_text
+from dia.tables import cost_text_table, to_latex, to_markdown, write_csv
+
+TITLE = (
+    "Table 4: parameters (M) and MACs (G) per image of the 224 px model without dissolving and "
+    "with dissolving at each resolution (px), beside the paper; throughput measured by the runs"
+)
 
 
 def main() -> None:
@@ -13,7 +19,21 @@ def main() -> None:
     contrastive = resolve("contrastive", preset, layers).replace(
         arch="resnet18_imagenet", image_size=224
     )
-    write_csv(table4(contrastive, resolve("diffusion", preset, layers)), Path(snakemake.output[0]))
+    rows = snakemake.params.rows
+    speed = measured_throughput(
+        zip(rows, map(Path, snakemake.input.train), strict=True),
+        zip(rows, map(Path, snakemake.input.score), strict=True),
+        zip(snakemake.params.cache_rows, map(Path, snakemake.input.caches), strict=True),
+    )
+    # the paper's rows always, plus the resolutions this configuration dissolves at
+    resolutions = tuple(sorted({*RESOLUTIONS, *snakemake.params.resolutions}))
+    cost = table4(contrastive, resolve("diffusion", preset, layers), resolutions)
+    table = cost.merge(speed, on="dissolve_resolution", how="left")
+    table["n_runs"] = table["n_runs"].fillna(0).astype(int)  # rows no run measured
+    write_csv(table, Path(snakemake.output.table))
+    text = {"": cost_text_table(table)}
+    write_text(Path(snakemake.output.markdown), to_markdown(text, TITLE))
+    write_text(Path(snakemake.output.latex), to_latex(text, TITLE + "."))
 
 
 run(snakemake, main)

@@ -1,0 +1,218 @@
+"""What a configuration asks for: datasets, runs, diffusion models and ablation tables.
+
+The workflow's input functions and :mod:`dia.evaluation.runtime` both read the experiment off
+the config through :class:`Plan`, so the job list has one definition, testable without
+Snakemake. Torch-free: the Snakefile imports it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from dia.baselines import BASELINES
+from dia.data.one_class import expand_one_class
+from dia.errors import DiaError
+
+# Sections a config layer may hold: one per stage and one per baseline.
+CONFIG_SECTIONS = ("diffusion", "dissolve", "contrastive", "score", *BASELINES)
+RESOLUTION_VARIANT = re.compile(r"dslv(\d+)")
+# What a variant may change besides the training and scoring sections: the two keys a diffusion
+# model and its dissolve cache are keyed on (by path), and the blur stand-ins, which need neither.
+VARIANT_KEYS = {
+    "diffusion": {"data_ratio"},
+    "dissolve": {"resolution", "kind", "blur_kernel", "blur_branches"},
+}
+# The dissolving ablation of the official README: setting label -> variant.
+DISSOLVE_ABLATION = {
+    "diffusion, rotation": "default",
+    "diffusion, perm": "perm",
+    "gaussian, rotation": "gaussian",
+    "gaussian, perm": "gaussian_perm",
+    "median, rotation": "median",
+    "median, perm": "median_perm",
+    "none, rotation": "blurnone",
+    "none, perm": "blurnone_perm",
+}
+
+Record = dict[str, Any]
+
+
+class Plan:
+    """The experiment a validated config describes.
+
+    A run record is ``{"method", "dataset", "variant", "seed"}``; datasets are the prepared ones
+    (one-class families expanded), *main* datasets those of Table 1.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+        self.specs, self.families = expand_one_class(config["datasets"])
+        self.datasets = list(self.specs)
+        self.main_datasets = [d for d in self.datasets if self.specs[d].get("main", True)]
+        self.methods = list(config["methods"])
+        self.seeds = [int(s) for s in config["seeds"]]
+        self.variants: dict[str, Any] = dict(config.get("variants") or {})
+        self._check_variants()
+        self.ablations = {
+            "table2_shift": {"rotation": "default", "perm": "perm"},
+            "table3_resolution": self._resolution_settings(),
+            "ablation_dissolve": DISSOLVE_ABLATION,
+            "fig4_data_ratio": {"1.0": "default", "0.1": "ratio01"},
+        }
+
+    def expand(self, names: list[str]) -> list[str]:
+        """Dataset names of a config list, each one-class family replaced by its members."""
+        return [m for name in names for m in self.families.get(name, [name])]
+
+    def layers(
+        self, dataset: str, method: str | None = None, variant: str = "default"
+    ) -> list[dict[str, Any]]:
+        """Config layers in precedence order: global, dataset, method, variant (its sections)."""
+        out = [{s: self.config.get(s, {}) for s in CONFIG_SECTIONS}, self.specs[dataset]]
+        if method is not None:
+            out.append(self.config["methods"][method])
+        if variant != "default":
+            spec = self.variants[variant]
+            out.append({s: spec[s] for s in CONFIG_SECTIONS if s in spec})
+        return out
+
+    def setting(
+        self,
+        section: str,
+        key: str,
+        default: Any,
+        dataset: str,
+        method: str | None = None,
+        variant: str = "default",
+    ) -> Any:
+        """A job's ``section.key``: the last config layer that sets it wins (presets never do)."""
+        for layer in reversed(self.layers(dataset, method, variant)):
+            value = (layer.get(section) or {}).get(key)
+            if value is not None:
+                return value
+        return default
+
+    def diffusion_tag(
+        self, dataset: str, method: str | None = None, variant: str = "default"
+    ) -> str:
+        """What a diffusion model and its dissolve cache are keyed on: resolution and data ratio."""
+        key = (dataset, method, variant)
+        res = int(self.setting("dissolve", "resolution", 32, *key))
+        return f"res{res}_ratio{float(self.setting('diffusion', 'data_ratio', 1.0, *key))}"
+
+    def dissolve_input(self, dataset: str, method: str, variant: str = "default") -> str | None:
+        """``cache``, ``online`` (the diffusion model) or None for what a run dissolves with.
+
+        DIA dissolves with a diffusion model unless ``dissolve.kind`` is a blur; CSI and the
+        baselines (a ``model`` key) never do.
+        """
+        if self.config["methods"][method].get("model"):
+            return None
+        key = (dataset, method, variant)
+        if self.setting("contrastive", "method", method, *key) != "dia":
+            return None
+        if self.setting("dissolve", "kind", "diffusion", *key) != "diffusion":
+            return None
+        return self.setting("contrastive", "dissolve_source", "cache", *key)
+
+    def runs(self) -> list[Record]:
+        """Every run: each method on each main dataset by default; each variant's methods on its
+        datasets (at the variant's seeds, if it has its own), as the variant and by default
+        (what the variant is compared with)."""
+        keys = {
+            (m, d, "default", s): None
+            for m in self.methods
+            for d in self.main_datasets
+            for s in self.seeds
+        }
+        for v, spec in self.variants.items():
+            seeds = [int(s) for s in spec.get("seeds", self.seeds)]
+            for m in spec["methods"]:
+                for d in self.expand(spec["datasets"]):
+                    keys.update({(m, d, var, s): None for var in ("default", v) for s in seeds})
+        return [{"method": m, "dataset": d, "variant": v, "seed": s} for m, d, v, s in keys]
+
+    def main_runs(self) -> list[Record]:
+        """Default-variant runs on the main datasets: Table 1, the bootstrap and the figures."""
+        return [
+            r
+            for r in self.runs()
+            if r["variant"] == "default" and r["dataset"] in self.main_datasets
+        ]
+
+    def _check_variants(self) -> None:
+        """Variants name configured methods and datasets, and change no key that a shared
+        diffusion model or dissolve cache depends on, except those in their paths."""
+        for v, spec in self.variants.items():
+            where = f"invalid config at variants.{v}"
+            known = set(self.datasets) | set(self.families)
+            unknown = sorted(set(spec["methods"]) - set(self.methods)) + sorted(
+                set(spec["datasets"]) - known
+            )
+            if unknown:
+                raise DiaError(f"{where}: unknown {', '.join(unknown)}")
+            named = RESOLUTION_VARIANT.fullmatch(v)
+            if named and int(named[1]) != (spec.get("dissolve") or {}).get("resolution"):
+                raise DiaError(
+                    f"{where}: Table 3 reads dslv<N> variants as dissolving at N px; set "
+                    f"dissolve.resolution: {named[1]}"
+                )
+            for section, allowed in VARIANT_KEYS.items():
+                extra = sorted(set(spec.get(section) or {}) - allowed)
+                if extra:
+                    raise DiaError(
+                        f"{where}.{section}.{extra[0]}: a variant may set only "
+                        f"{', '.join(f'{section}.{k}' for k in sorted(allowed))} here (the "
+                        f"diffusion model and dissolve cache are shared by all runs)"
+                    )
+
+    def _resolution_settings(self) -> dict[str, str]:
+        """Table 3's rows: the default dissolving resolution, then each dslv<N> at N px."""
+        default = int((self.config.get("dissolve") or {}).get("resolution", 32))
+        named = sorted(
+            (int(m[1]), v) for v in self.variants if (m := RESOLUTION_VARIANT.fullmatch(v))
+        )
+        return {str(default): "default", **{str(res): v for res, v in named}}
+
+    def built_ablations(self) -> list[str]:
+        """Ablation tables the config asks for: DIA runs, a variant besides the default, and
+        all of the table's variants configured."""
+        return [
+            name
+            for name, settings in self.ablations.items()
+            if "dia" in self.methods
+            and len(settings) > 1
+            and all(v == "default" or v in self.variants for v in settings.values())
+        ]
+
+    def ablation_datasets(self, name: str) -> list[str]:
+        """An ablation table's columns (families unexpanded): those of its first named variant."""
+        named = [v for v in self.ablations[name].values() if v != "default"]
+        return list(self.variants[named[0]]["datasets"])
+
+    def ablation_runs(self, name: str) -> list[Record]:
+        """DIA runs of an ablation table: its variants, on its datasets."""
+        datasets = self.expand(self.ablation_datasets(name))
+        variants = set(self.ablations[name].values())
+        return [
+            r
+            for r in self.runs()
+            if r["method"] == "dia" and r["variant"] in variants and r["dataset"] in datasets
+        ]
+
+    def table4_runs(self) -> list[Record]:
+        """Runs measuring Table 4's throughput, each with its ``row``: CSI for no dissolving,
+        DIA at each of Table 3's resolutions, on Table 3's datasets (else the main ones)."""
+        rows = {("csi", "default"): "none"}
+        rows.update({("dia", v): res for res, v in self.ablations["table3_resolution"].items()})
+        if "table3_resolution" in self.built_ablations():
+            datasets = self.expand(self.ablation_datasets("table3_resolution"))
+        else:
+            datasets = self.main_datasets
+        return [
+            {**r, "row": rows[(r["method"], r["variant"])]}
+            for r in self.runs()
+            if (r["method"], r["variant"]) in rows and r["dataset"] in datasets
+        ]

@@ -1,0 +1,84 @@
+"""The experiment a config describes: runs, dissolving inputs, ablation tables."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from dia.errors import DiaError
+from dia.plan import Plan
+from tests.conftest import ROOT
+
+PAPER = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_paper_plan_runs_table1_and_every_ablation() -> None:
+    plan = Plan(PAPER)
+    runs = plan.runs()
+    assert len(runs) == len({tuple(r.values()) for r in runs}) == 3 * (7 * 6 + 9 * 4 + 2 + 2 * 30)
+    assert len(plan.main_runs()) == 3 * 7 * 6
+    assert plan.built_ablations() == [
+        "table2_shift",
+        "table3_resolution",
+        "ablation_dissolve",
+        "fig4_data_ratio",
+    ]
+    assert plan.ablations["table3_resolution"] == {
+        "32": "default",
+        "64": "dslv64",
+        "128": "dslv128",
+    }
+    fig4 = plan.ablation_runs("fig4_data_ratio")
+    assert {r["dataset"] for r in fig4} == {
+        "pneumoniamnist",
+        "kvasir",
+        *(f"cifar10_class{k}" for k in range(10)),
+        *(f"cifar100_class{k}" for k in range(20)),
+    }
+    assert {r["variant"] for r in fig4} == {"default", "ratio01"}
+
+
+@pytest.mark.parametrize(
+    ("dataset", "method", "variant", "expected"),
+    [
+        ("sarscov2", "dia", "default", ("cache", "res32_ratio1.0")),
+        ("oct2017", "dia", "default", ("online", "res32_ratio1.0")),
+        ("kvasir", "dia", "dslv128", ("online", "res128_ratio1.0")),
+        ("kvasir", "dia", "ratio01", ("cache", "res32_ratio0.1")),
+        ("cifar100_class7", "dia", "ratio01", ("online", "res32_ratio0.1")),
+        ("kvasir", "dia", "median_perm", (None, "res32_ratio1.0")),
+        ("kvasir", "csi", "default", (None, "res32_ratio1.0")),
+        ("kvasir", "rd4ad", "default", (None, "res32_ratio1.0")),
+    ],
+)
+def test_what_each_run_dissolves_with(dataset, method, variant, expected) -> None:
+    plan = Plan(PAPER)
+    key = (dataset, method, variant)
+    assert (plan.dissolve_input(*key), plan.diffusion_tag(*key)) == expected
+
+
+def test_layers_put_the_variant_last_and_table4_rows_follow_table3() -> None:
+    plan = Plan(PAPER)
+    layers = plan.layers("kvasir", "dia", "gaussian_perm")
+    assert layers[-1] == {"dissolve": {"kind": "gaussian"}, "contrastive": {"shift": "perm"}}
+    assert plan.setting("dissolve", "t_min", None, "kvasir") == 100  # the dataset's own range
+    rows = {(r["method"], r["variant"]): r["row"] for r in plan.table4_runs()}
+    assert rows == {
+        ("csi", "default"): "none",
+        ("dia", "default"): "32",
+        ("dia", "dslv64"): "64",
+        ("dia", "dslv128"): "128",
+    }
+    assert {r["dataset"] for r in plan.table4_runs()} == {
+        "sarscov2",
+        "kvasir",
+        "oct2017",
+        "aptos2019",
+    }
+
+
+def test_variant_changing_a_shared_cache_key_is_refused() -> None:
+    config = {**PAPER, "variants": {"x": {"methods": ["dia"], "datasets": ["kvasir"]}}}
+    config["variants"]["x"]["dissolve"] = {"cache_t_stride": 5}
+    with pytest.raises(DiaError, match=r"variants\.x\.dissolve\.cache_t_stride"):
+        Plan(config)
