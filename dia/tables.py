@@ -173,6 +173,24 @@ def cost_text_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(cells, index=index)
 
 
+def bootstrap_text_table(
+    table: pd.DataFrame, methods: list[str], datasets: list[str]
+) -> pd.DataFrame:
+    """The bootstrap intervals as text cells, one row per compared method and a column per
+    dataset: ``+diff [low, high]``; a comparison without runs reads "missing"."""
+    index = {(r["method"], r["dataset"]): r for r in table.to_dict("records")}
+    cells = {
+        dataset: [
+            f"{r['auroc_diff']:+.3f} [{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]"
+            if (r := index.get((method, dataset)))
+            else "missing"
+            for method in methods
+        ]
+        for dataset in datasets
+    }
+    return pd.DataFrame(cells, index=pd.Index(methods, name="DIA minus"))
+
+
 def to_markdown(tables: dict[str, pd.DataFrame], title: str) -> str:
     """One Markdown table per selection rule (a rule named "" gets no heading)."""
     lines = [f"# {title}", ""]

@@ -133,6 +133,8 @@ def test_bootstrap_interval_of_dia_against_csi(workdir: Path) -> None:
     assert (row["dataset"], row["reference"], row["method"]) == ("phantom", "dia", "csi")
     assert row["n_seeds_reference"] == row["n_seeds_method"] == "2"
     assert float(row["ci95_low"]) <= float(row["auroc_diff"]) <= float(row["ci95_high"])
+    markdown = (workdir / "results/tables/bootstrap_ci.md").read_text()
+    assert f"| csi | {float(row['auroc_diff']):+.3f} [" in markdown
 
 
 def test_table4_counts_the_dissolving_cost_and_the_measured_throughput(workdir: Path) -> None:

@@ -14,6 +14,7 @@ from dia.errors import DiaError
 from dia.evaluation.bootstrap import paired_bootstrap
 from dia.tables import (
     bootstrap_table,
+    bootstrap_text_table,
     collapse_families,
     collect_metrics,
     cost_text_table,
@@ -79,6 +80,10 @@ def test_bootstrap_table_uses_every_seed_and_skips_variants(tmp_path):
     assert row["auroc_diff"] == pytest.approx(direct.diff)
     assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((direct.low, direct.high))
     assert 0 < row["ci95_low"] < row["auroc_diff"] < row["ci95_high"]
+    text = bootstrap_text_table(table, ["csi", "rd4ad"], ["d", "kvasir"])
+    expected = f"{row['auroc_diff']:+.3f} [{row['ci95_low']:+.3f}, {row['ci95_high']:+.3f}]"
+    assert text.loc["csi", "d"] == expected
+    assert text.loc["rd4ad", "d"] == text.loc["csi", "kvasir"] == "missing"
 
 
 def test_missing_method_gives_no_row_and_mismatched_images_are_an_error(tmp_path):

@@ -131,7 +131,7 @@ def final_outputs():
     if "dia" in METHODS:
         outputs.append("results/figures/fig1_dissolving.png")
         if len(METHODS) > 1:
-            outputs.append("results/tables/bootstrap_ci.csv")
+            outputs += [f"results/tables/bootstrap_ci.{ext}" for ext in ("csv", "md", "tex")]
     return outputs
 
 

@@ -32,11 +32,13 @@ rule bootstrap:
     input:
         [run_file(r, "scores.csv") for r in PLAN.main_runs()],
     output:
-        report(
+        table=report(
             "results/tables/bootstrap_ci.csv",
             caption="../report/bootstrap.rst",
             category="Tables",
         ),
+        markdown="results/tables/bootstrap_ci.md",
+        latex="results/tables/bootstrap_ci.tex",
     log:
         "logs/bootstrap.log",
     benchmark:
@@ -49,6 +51,8 @@ rule bootstrap:
         runtime=60,
     params:
         runs=PLAN.main_runs(),
+        methods=[m for m in METHODS if m != "dia"],
+        datasets=MAIN_DATASETS,
     script:
         "../scripts/bootstrap.py"
 
