@@ -281,7 +281,7 @@ def estimate(
         add("train: periodic evaluations", 0, evals * n_scored, probe.score_image(cfg, score))
         add("score", 1, n_scored, probe.score_image(cfg, score))
     for dataset, tag in sorted(models):
-        cfg = resolve("diffusion", preset, plan.layers(dataset)).replace(resolution=_res(tag))
+        cfg = resolve("diffusion", preset, plan.layers(dataset)).at_resolution(_res(tag))
         images = cfg.steps * cfg.batch_size * cfg.grad_accum
         add("train_diffusion", 1, images, probe.diffusion_image(cfg))
     for dataset, tag in sorted(caches):

@@ -45,7 +45,7 @@ def run_train_diffusion(
 ) -> None:
     """Train on the normal training images, fitted to ``resolution`` like dissolving does."""
     started = time.time()
-    dcfg = resolve("diffusion", preset, layers).replace(resolution=resolution, data_ratio=ratio)
+    dcfg = resolve("diffusion", preset, layers).at_resolution(resolution).replace(data_ratio=ratio)
     fit = resolve("dissolve", preset, layers).fit
     data = load_prepared(data_dir)
     normals = data.images[data.select("train", 0)]
