@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
+import dia.evaluation.runtime as runtime
+from dia.baselines import build_baseline
 from dia.config import resolve
 from dia.evaluation.runtime import Probe, dataset_sizes, estimate
 from dia.plan import Plan
@@ -32,10 +34,15 @@ def test_units_per_stage_follow_the_plan() -> None:
     assert "train: baselines" not in rows.index
 
 
-def test_a_baseline_is_timed_per_training_and_scored_image() -> None:
+def test_a_baseline_is_timed_per_training_and_scored_image(monkeypatch) -> None:
+    """Timed once per configuration: every run of the same baseline reuses the figures."""
+    built = []
+    monkeypatch.setattr(runtime, "build_baseline", lambda *a: built.append(a) or build_baseline(*a))
     cfg = resolve("rd4ad", "dia_code", [TINY])
-    train_s, score_s = Probe("cpu", 2, reps=1).baseline_images("rd4ad", cfg, 16)
+    probe = Probe("cpu", 2, reps=1)
+    train_s, score_s = probe.baseline_images("rd4ad", cfg, 16)
     assert train_s > 0 and score_s > 0
+    assert probe.baseline_images("rd4ad", cfg, 16) == (train_s, score_s) and len(built) == 1
 
 
 def test_sizes_come_from_prepared_manifests_else_the_known_table(tmp_path) -> None:

@@ -63,6 +63,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from dia.baselines.backbones import torchvision_backbone
 from dia.baselines.base import BaselineModel, resize_square
 from dia.config import BaselineConfig
+from dia.contrastive.resnet import kaiming_init
 from dia.errors import DiaError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # dataset.get_data_transforms
@@ -216,16 +217,6 @@ class _OCBE(nn.Module):
         return self.embed(fused)
 
 
-def _kaiming_init(module: nn.Module) -> None:
-    """The official initialisation: Kaiming-normal Conv2d (not ConvTranspose2d), BN to (1, 0)."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 def gaussian_filter(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
     """``scipy.ndimage.gaussian_filter(m, sigma, truncate=truncate)`` of each (H, W) map of a
     (B, H, W) tensor: scipy's normalised kernel and its 'reflect' (edge-repeating) boundary."""
@@ -259,8 +250,8 @@ class RD4AD(BaselineModel):
             p.requires_grad_(False)
         self.ocbe = _OCBE(arch)
         self.decoder = _Decoder(arch)
-        _kaiming_init(self.ocbe)
-        _kaiming_init(self.decoder)
+        kaiming_init(self.ocbe)  # the official initialisation of the trained parts
+        kaiming_init(self.decoder)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.train()

@@ -16,6 +16,17 @@ from torch import nn
 from dia.contrastive.shifts import NUM_SHIFTS
 
 
+def kaiming_init(module: nn.Module) -> None:
+    """torchvision's ResNet initialisation: Kaiming-normal Conv2d weights (fan-out; transposed
+    convolutions keep theirs), BatchNorm to (1, 0)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class Outputs(NamedTuple):
     features: torch.Tensor
     projection: torch.Tensor
@@ -83,12 +94,7 @@ class ResNet18(nn.Module):
             nn.Linear(c_in, c_in), nn.ReLU(), nn.Linear(c_in, projection_dim)
         )
         self.shift_head = nn.Linear(c_in, num_shifts)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init(self)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         h = self.stages(self.stem((x - 0.5) / 0.5))
