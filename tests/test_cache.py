@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from denoising_diffusion_pytorch import GaussianDiffusion
 
 from dia.config import DiffusionConfig, DissolveConfig
 from dia.contrastive.views import CachedDissolve, OnlineDissolve
 from dia.diffusion.cache import DissolveCache, build_cache, t_grid
 from dia.diffusion.dissolve import Dissolver
-from dia.diffusion.model import L1GaussianDiffusion, build_diffusion
+from dia.diffusion.model import build_diffusion
 from dia.errors import DiaError
 
 SIZE = 12
@@ -25,7 +26,7 @@ def dissolver() -> Dissolver:
     return Dissolver(diffusion, CFG.replace(batch_size=2), image_size=SIZE)
 
 
-def build_diffusion_small() -> L1GaussianDiffusion:
+def build_diffusion_small() -> GaussianDiffusion:
     model = build_diffusion(DiffusionConfig(dim=8, dim_mults=(1, 2), resolution=16)).eval()
     with torch.no_grad():  # warm-up: the first forward pass pays one-off initialisation
         model.model(torch.zeros(1, 3, 16, 16), torch.zeros(1, dtype=torch.long))

@@ -9,7 +9,7 @@ import torch
 from dia.config import ContrastiveConfig
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.shifts import NUM_SHIFTS, SHIFTS
-from dia.contrastive.train import Trainer, TrainState
+from dia.contrastive.train import Trainer, TrainState, batches_per_epoch
 from dia.contrastive.views import make_views
 
 K = NUM_SHIFTS
@@ -252,3 +252,81 @@ def test_fit_on_finished_state_dir_does_nothing(
     state = again.fit(state_dir=tmp_path)
     assert state.step == 4
     assert_same_weights(weights(again), uninterrupted["csi"][1])
+
+
+@pytest.mark.parametrize(("drop_last", "expected"), [(False, 3), (True, 2)])
+def test_drop_last_decides_the_partial_batch(
+    drop_last: bool, expected: int, tmp_path: Path
+) -> None:
+    """10 images in batches of 4: the official DataLoader also trains on the last 2 images."""
+    images = torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    cfg = tiny_cfg("csi", epochs=1, drop_last=drop_last)
+    assert batches_per_epoch(cfg, 10) == expected
+    trainer = Trainer(cfg, images, dissolve=None, seed=0)
+    seen: list[torch.Tensor] = []
+    real_step = trainer.step
+
+    def recording_step(index: torch.Tensor) -> dict[str, float]:
+        seen.append(index)
+        return real_step(index)
+
+    trainer.step = recording_step  # type: ignore[method-assign]
+    state = trainer.fit(state_dir=tmp_path)
+    assert state.step == expected
+    assert sum(len(i) for i in seen) == (10 if not drop_last else 8)
+
+
+def test_batches_per_epoch_cap_applies_after_the_partial_batch() -> None:
+    cfg = tiny_cfg("csi", max_batches_per_epoch=201, batch_size=32)
+    assert batches_per_epoch(cfg, 100) == 4  # ceil(100 / 32)
+    assert batches_per_epoch(cfg, 100_000) == 201
+    assert batches_per_epoch(cfg.replace(drop_last=True), 100) == 3
+
+
+def test_lr_cosine_period(train_images: torch.Tensor) -> None:
+    """dia_code decays over the official 1000 epochs while training 200; null uses ``epochs``."""
+    official = Trainer(
+        tiny_cfg(
+            "csi", epochs=200, lr=0.1, warmup_epochs=10, warmup_multiplier=10, lr_cosine_epochs=1000
+        ),
+        train_images,
+        dissolve=None,
+        seed=0,
+    )
+    own = Trainer(official.cfg.replace(lr_cosine_epochs=None), train_images, dissolve=None, seed=0)
+    assert official.lr_at(100) == pytest.approx(0.5 * (1 + np.cos(np.pi * 90 / 1000)))
+    assert own.lr_at(100) == pytest.approx(0.5 * (1 + np.cos(np.pi * 90 / 200)))
+    assert official.lr_at(200) == pytest.approx(0.9135, abs=1e-4)  # lr x 10 x 0.91
+    assert own.lr_at(200) == pytest.approx(0.0062, abs=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["resnet18_cifar", "resnet18_imagenet"])
+def test_resnet_init(arch: str) -> None:
+    """``official``: PyTorch's default conv init (kaiming-uniform, a = sqrt(5)) for the CIFAR
+    network, Kaiming fan-out normal for the ImageNet one; ``kaiming``: fan-out for both."""
+
+    def first_conv_std(init: str) -> float:
+        torch.manual_seed(0)
+        return float(
+            ResNet18(arch=arch, width=64, init=init).stages[3][1].conv1.weight.detach().std()
+        )
+
+    fan_out_std = (2 / (512 * 9)) ** 0.5
+    default_std = (1 / 3 / (512 * 9)) ** 0.5  # U(-b, b), b = 1 / sqrt(fan_in)
+    assert first_conv_std("kaiming") == pytest.approx(fan_out_std, rel=0.02)
+    expected = default_std if arch == "resnet18_cifar" else fan_out_std
+    assert first_conv_std("official") == pytest.approx(expected, rel=0.02)
+    with pytest.raises(ValueError, match="init"):
+        ResNet18(init="xavier")
+
+
+def test_jitter_hue_reaches_the_augmentation(train_images: torch.Tensor) -> None:
+    """The official hue shift is 0.1 * 255 / 360 of the circle; the paper's SimCLR uses 0.1."""
+    official = Trainer(tiny_cfg("csi"), train_images, dissolve=None, seed=0)
+    assert official.augment.jitter[3] == pytest.approx(0.0708333, abs=1e-6)
+    paper = Trainer(tiny_cfg("csi", jitter_hue=0.1), train_images, dissolve=None, seed=0)
+    assert paper.augment.jitter[3] == 0.1
+    x = train_images[:4]
+    a = official.augment(x, torch.Generator().manual_seed(1))
+    b = paper.augment(x, torch.Generator().manual_seed(1))
+    assert not torch.equal(a, b)

@@ -3,16 +3,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from denoising_diffusion_pytorch import GaussianDiffusion
 
 from dia.config import DiffusionConfig, DissolveConfig
 from dia.diffusion.dissolve import Dissolver, fit_back, fit_to
-from dia.diffusion.model import L1GaussianDiffusion, build_diffusion
+from dia.diffusion.model import build_diffusion
 
 RES = 16
 
 
 @pytest.fixture(scope="module")
-def diffusion() -> L1GaussianDiffusion:
+def diffusion() -> GaussianDiffusion:
     torch.manual_seed(0)
     model = build_diffusion(DiffusionConfig(dim=8, dim_mults=(1, 2), resolution=RES)).eval()
     with torch.no_grad():  # warm-up: the first forward pass pays one-off initialisation
@@ -26,18 +27,18 @@ def images() -> torch.Tensor:
     return torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(1))
 
 
-def dissolver(diffusion: L1GaussianDiffusion, **cfg: object) -> Dissolver:
+def dissolver(diffusion: GaussianDiffusion, **cfg: object) -> Dissolver:
     values = {"resolution": RES, "fit": "pad_crop", **cfg}
     return Dissolver(diffusion, DissolveConfig.from_dict(values), image_size=12)
 
 
-def library_x0(diffusion: L1GaussianDiffusion, x: torch.Tensor, t: int) -> torch.Tensor:
+def library_x0(diffusion: GaussianDiffusion, x: torch.Tensor, t: int) -> torch.Tensor:
     """The official call: x0_hat = p_sample(x, t)[1] (spec 4.1 step 3)."""
     return diffusion.p_sample(x, t)[1].clone()
 
 
 @pytest.mark.parametrize("t", [0, 30, 99, 130, 500])
-def test_predict_x0_matches_library_p_sample(diffusion: L1GaussianDiffusion, t: int) -> None:
+def test_predict_x0_matches_library_p_sample(diffusion: GaussianDiffusion, t: int) -> None:
     x = torch.rand(2, 3, RES, RES, generator=torch.Generator().manual_seed(t))
     got = dissolver(diffusion).predict_x0(x, torch.full((2,), t))
     expected = library_x0(diffusion, x, t)
@@ -45,7 +46,7 @@ def test_predict_x0_matches_library_p_sample(diffusion: L1GaussianDiffusion, t: 
 
 
 def test_dissolve_small_unit_scaling_feeds_raw_images(
-    diffusion: L1GaussianDiffusion, images: torch.Tensor
+    diffusion: GaussianDiffusion, images: torch.Tensor
 ) -> None:
     """Official code: [0, 1] images padded to 16 px go in as they are; output stays in [-1, 1]."""
     got = dissolver(diffusion, input_scaling="unit").dissolve_small(images, torch.full((3,), 60))
@@ -55,7 +56,7 @@ def test_dissolve_small_unit_scaling_feeds_raw_images(
 
 
 def test_dissolve_small_symmetric_scaling_maps_to_and_from_unit_range(
-    diffusion: L1GaussianDiffusion, images: torch.Tensor
+    diffusion: GaussianDiffusion, images: torch.Tensor
 ) -> None:
     got = dissolver(diffusion, input_scaling="symmetric").dissolve_small(
         images, torch.full((3,), 60)
@@ -107,7 +108,7 @@ def test_resize_is_bilinear_without_antialias() -> None:
     assert torch.equal(fit_to(x, 16, "resize"), expected)
 
 
-def test_dissolve_changes_the_image_and_clamps(diffusion: L1GaussianDiffusion) -> None:
+def test_dissolve_changes_the_image_and_clamps(diffusion: GaussianDiffusion) -> None:
     """Unit scaling at a large t: output differs from the input and saturates at the clamp."""
     x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(4))
     d = dissolver(diffusion, input_scaling="unit")
@@ -121,16 +122,14 @@ def test_dissolve_changes_the_image_and_clamps(diffusion: L1GaussianDiffusion) -
 
 
 def test_call_is_dissolve_small_then_fit_back(
-    diffusion: L1GaussianDiffusion, images: torch.Tensor
+    diffusion: GaussianDiffusion, images: torch.Tensor
 ) -> None:
     d = dissolver(diffusion)
     t = torch.full((3,), 45)
     assert torch.equal(d(images, t), d.dissolve_small(images, t)[..., 2:14, 2:14])
 
 
-def test_per_image_t_equals_one_by_one(
-    diffusion: L1GaussianDiffusion, images: torch.Tensor
-) -> None:
+def test_per_image_t_equals_one_by_one(diffusion: GaussianDiffusion, images: torch.Tensor) -> None:
     d = dissolver(diffusion)
     ts = torch.tensor([30, 77, 130])
     batched = d(images, ts)

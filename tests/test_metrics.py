@@ -94,11 +94,15 @@ def test_select_all_on_hand_made_history() -> None:
     assert result["val"]["auroc"] == 0.25
 
 
-def test_select_all_ties_go_to_the_later_epoch() -> None:
+@pytest.mark.parametrize(
+    ("ties", "val_epoch", "oracle_epoch"), [("earlier", 5, 5), ("later", 7, 6)]
+)
+def test_select_all_ties(ties: str, val_epoch: int, oracle_epoch: int) -> None:
+    """``earlier`` keeps the first of equal epochs (the official strict >), ``later`` the last."""
     labels = {"val": np.array([0, 1]), "test": np.array([0, 1])}
     same = [np.array([0.0, 1.0])] * 3
     history = {"epochs": [5, 6, 7], "val": same, "test": [same[0], same[0], np.array([1.0, 0.0])]}
-    result = select_all(history, labels)
-    assert result["val"]["epoch"] == 7
-    assert result["test_oracle"]["epoch"] == 6
+    result = select_all(history, labels, ties=ties)
+    assert result["val"]["epoch"] == val_epoch
+    assert result["test_oracle"]["epoch"] == oracle_epoch
     assert result["last"]["epoch"] == 7

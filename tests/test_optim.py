@@ -87,3 +87,33 @@ def test_set_lr_updates_every_group() -> None:
     opt = LARS([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1)
     set_lr(opt, 0.01)
     assert [g["lr"] for g in opt.param_groups] == [0.01, 0.01]
+
+
+def test_lars_equals_timm_lars_always_adapting() -> None:
+    """An independent implementation of torchlars' rule (the official optimiser, whose CUDA
+    extension does not build here): timm's Lars with always_adapt, over 20 steps of a small
+    network with a zero-norm parameter, equal to 1e-12 in float64."""
+    from timm.optim import Lars
+
+    def run(make: type) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        net = net.double()
+        torch.nn.init.zeros_(net[0].bias)
+        opt = make(net.parameters())
+        x = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        for step in range(20):
+            set_lr(opt, 0.1 + 0.01 * step)
+            opt.zero_grad()
+            net(x).square().sum().backward()
+            opt.step()
+        return [p.detach().clone() for p in net.parameters()]
+
+    ours = run(lambda ps: LARS(ps, lr=0.1, momentum=0.9, weight_decay=1e-6, trust_coef=1e-3))
+    timm = run(
+        lambda ps: Lars(
+            ps, lr=0.1, momentum=0.9, weight_decay=1e-6, trust_coeff=1e-3, always_adapt=True
+        )
+    )
+    for a, b in zip(ours, timm, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

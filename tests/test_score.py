@@ -114,15 +114,15 @@ def images() -> torch.Tensor:
 def test_extract_features_shapes_and_determinism(model: ResNet18, images: torch.Tensor) -> None:
     cfg = ScoreConfig(samples=2, batch_size=3)
     model.train()
-    a = extract_features(model, images, shift="rotation", cfg=cfg, image_size=16)
+    a = extract_features(model, images, shift="rotation", cfg=cfg, image_size=16, hue=0.1)
     assert model.training  # mode restored
-    b = extract_features(model, images, shift="rotation", cfg=cfg, image_size=16)
+    b = extract_features(model, images, shift="rotation", cfg=cfg, image_size=16, hue=0.1)
     assert a.projection.shape == (5, K, 128)
     assert a.shift_logit.shape == (5, K)
     assert torch.equal(a.projection, b.projection)
     assert torch.equal(a.shift_logit, b.shift_logit)
     one = extract_features(
-        model, images, shift="rotation", cfg=cfg.replace(samples=1), image_size=16
+        model, images, shift="rotation", cfg=cfg.replace(samples=1), image_size=16, hue=0.1
     )
     assert not torch.equal(one.projection, a.projection)
 
@@ -132,7 +132,7 @@ def test_extract_features_uses_eval_mode(model: ResNet18, images: torch.Tensor) 
     cfg = ScoreConfig(samples=1, batch_size=8)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    extract_features(model, images, shift="rotation", cfg=cfg, image_size=16)
+    extract_features(model, images, shift="rotation", cfg=cfg, image_size=16, hue=0.1)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     model(images)  # a train-mode forward pass does move them
@@ -159,10 +159,49 @@ class LayoutProbe(nn.Module):
 def test_extract_features_layout_is_k_major() -> None:
     images = torch.rand(3, 3, 8, 8)
     cfg = ScoreConfig(samples=2, batch_size=2)
-    feats = extract_features(LayoutProbe(), images, shift="rotation", cfg=cfg, image_size=8)  # type: ignore[arg-type]
+    feats = extract_features(
+        LayoutProbe(),  # type: ignore[arg-type]
+        images,
+        shift="rotation",
+        cfg=cfg,
+        image_size=8,
+        hue=0.1,
+    )
     expected_logit = torch.tensor([[0.0, 101.0, 202.0, 303.0]] * 3)
     assert torch.equal(feats.shift_logit, expected_logit)
     # Batches of 2 then 1: position within the batch is 0, 1, 0.
     for n, pos in enumerate([0, 1, 0]):
         for k in range(K):
             assert feats.projection[n, k].tolist() == [k, pos]
+
+
+class FlipProbe(nn.Module):
+    """Fake model whose projection is the mean of the left half minus the right half of each
+    view: its sign tells whether that view was flipped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> Outputs:
+        w = x.shape[-1] // 2
+        side = (x[..., :w].mean((1, 2, 3)) - x[..., w:].mean((1, 2, 3)))[:, None]
+        return Outputs(side, side, torch.zeros(len(x), K))
+
+
+@pytest.mark.parametrize("flip", ["per_shift", "shared"])
+def test_score_flip_per_shift_or_shared(flip: str) -> None:
+    """``shared``: the K shifted copies of an image are flipped alike; ``per_shift`` (official)
+    draws one flip per copy, so over many images some copies of one image differ."""
+    images = torch.zeros(64, 3, 8, 8)
+    images[..., :4] = 1.0  # bright left half; rotation by 180 degrees also swaps the halves
+    cfg = ScoreConfig(samples=1, batch_size=64, crop_scale=1.0, flip=flip)
+    model = FlipProbe()
+    feats = extract_features(model, images, shift="rotation", cfg=cfg, image_size=8, hue=0.0)
+    side = feats.projection[..., 0]  # (N, K): +-0.5 at k = 0, 2 (k = 1, 3 see both halves)
+    flipped_0 = side[:, 0] < 0
+    flipped_2 = side[:, 2] > 0
+    if flip == "shared":
+        assert torch.equal(flipped_0, flipped_2)
+    else:
+        assert not torch.equal(flipped_0, flipped_2)

@@ -249,6 +249,8 @@ LOCAL_RULES = {
     "fig4",
     "all",
 }
+# Not part of `all`: the official code is fetched on request (`snakemake official_repos`).
+OFFICIAL_RULES = {"fetch_official", "official_repos"}
 
 
 def _job_resources(stdout: str) -> dict[str, list[dict[str, str]]]:
@@ -280,7 +282,13 @@ def test_slurm_profile_dry_run_requests_one_gpu_for_gpu_rules_only() -> None:
     assert "resources" not in settings and "gpu" not in settings["default-resources"]
     snakefile = (ROOT / "workflow" / "Snakefile").read_text()
     declared = re.search(r"^localrules:\n((?:    \w+,\n)+)", snakefile, re.M)
-    assert declared and set(re.findall(r"(\w+),", declared[1])) == LOCAL_RULES
+    assert declared and set(re.findall(r"(\w+),", declared[1])) == LOCAL_RULES | OFFICIAL_RULES
+
+
+def test_official_repos_target_fetches_each_pinned_repository() -> None:
+    result = snakemake("-n", "official_repos")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert job_counts(result.stdout) == {"fetch_official": 2, "official_repos": 1, "total": 3}
 
 
 def test_default_profile_runs_gpu_jobs_one_at_a_time() -> None:

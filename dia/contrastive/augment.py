@@ -37,16 +37,27 @@ def random_hflip(x: Tensor, generator: torch.Generator) -> Tensor:
     return torch.where(_per_image(flip), x.flip(-1), x)
 
 
-def rgb_to_hsv(x: Tensor) -> Tensor:
-    """Hexcone RGB -> HSV, all channels in [0, 1]; hue is a fraction of the full circle."""
+def rgb_to_hsv(x: Tensor, hue_from: str = "hexcone") -> Tensor:
+    """RGB -> HSV, all channels in [0, 1]; hue is a fraction of the full circle.
+
+    ``hexcone`` is the usual piecewise-linear hue (torchvision, PIL); ``atan2`` is the circular
+    hue atan2(sqrt(3) (g - b), 2r - g - b) of the official colour-jitter layer, which agrees at
+    multiples of 30 degrees and differs by up to about 1.2 degrees between them. Both invert
+    with :func:`hsv_to_rgb` only for hexcone, as in the official layer.
+    """
     r, g, b = x.unbind(1)
     v, argmax = x.max(1)
     chroma = v - x.min(1).values
-    safe_chroma = torch.where(chroma > 0, chroma, 1.0)
-    hue_r = ((g - b) / safe_chroma) % 6
-    hue_g = (b - r) / safe_chroma + 2
-    hue_b = (r - g) / safe_chroma + 4
-    hue = torch.where(argmax == 0, hue_r, torch.where(argmax == 1, hue_g, hue_b)) / 6
+    if hue_from == "atan2":
+        hue = torch.atan2(math.sqrt(3) * (g - b), 2 * r - g - b) % (2 * math.pi) / (2 * math.pi)
+    elif hue_from == "hexcone":
+        safe_chroma = torch.where(chroma > 0, chroma, 1.0)
+        hue_r = ((g - b) / safe_chroma) % 6
+        hue_g = (b - r) / safe_chroma + 2
+        hue_b = (r - g) / safe_chroma + 4
+        hue = torch.where(argmax == 0, hue_r, torch.where(argmax == 1, hue_g, hue_b)) / 6
+    else:
+        raise ValueError(f"hue_from must be 'hexcone' or 'atan2', got {hue_from!r}")
     hue = torch.where(chroma > 0, hue, 0.0)
     sat = torch.where(v > 0, chroma / torch.where(v > 0, v, 1.0), 0.0)
     return torch.stack((hue, sat, v), 1)
@@ -65,8 +76,10 @@ def _adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
     return ((x - mean) * factor + mean).clamp(0, 1)
 
 
-def _adjust_hsv(x: Tensor, hue_shift: Tensor, sat_factor: Tensor, val_factor: Tensor) -> Tensor:
-    hue, sat, val = rgb_to_hsv(x).unbind(1)
+def _adjust_hsv(
+    x: Tensor, hue_shift: Tensor, sat_factor: Tensor, val_factor: Tensor, hue_from: str
+) -> Tensor:
+    hue, sat, val = rgb_to_hsv(x, hue_from).unbind(1)
     hue = (hue + hue_shift) % 1
     sat = (sat * sat_factor).clamp(0, 1)
     val = (val * val_factor).clamp(0, 1)
@@ -74,16 +87,17 @@ def _adjust_hsv(x: Tensor, hue_shift: Tensor, sat_factor: Tensor, val_factor: Te
 
 
 class SimCLRAugment(nn.Module):
-    """Colour jitter, random grayscale and random resized crop, in this order (spec §3.2).
+    """Colour jitter, random grayscale and random resized crop, in this order.
 
     ``jitter`` is (brightness/value, contrast, saturation, hue); the hue shift is drawn from
     U(-hue, hue) as a fraction of the full hue circle (the official layer scales it by 255/360:
-    pass ``hue * 255 / 360`` to reproduce that). As in the official layer, one coin flip per call
-    decides whether contrast or the HSV step comes first, for the whole batch. The crop keeps a box
-    of area fraction ~ U(crop_scale) and log-uniform aspect ratio in ``crop_ratio`` at an integer
-    pixel offset (first valid box of 10 trials, else the full image), zoomed by bilinear
-    ``grid_sample`` straight to ``image_size`` x ``image_size``. A fixed area such as (0.54, 0.54)
-    gives the evaluation-time crop of spec §5.
+    pass ``hue * 255 / 360`` to reproduce that), in the hue of ``hue_from`` (see
+    :func:`rgb_to_hsv`; the official layer uses ``atan2``). As in the official layer, one coin
+    flip per call decides whether contrast or the HSV step comes first, for the whole batch. The
+    crop keeps a box of area fraction ~ U(crop_scale) and log-uniform aspect ratio in
+    ``crop_ratio`` at an integer pixel offset (first valid box of 10 trials, else the full image),
+    zoomed by bilinear ``grid_sample`` straight to ``image_size`` x ``image_size``. A fixed area
+    such as (0.54, 0.54) gives the evaluation-time crop.
     """
 
     def __init__(
@@ -95,6 +109,7 @@ class SimCLRAugment(nn.Module):
         jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
         jitter_p: float = 0.8,
         gray_p: float = 0.2,
+        hue_from: str = "hexcone",
     ) -> None:
         super().__init__()
         if image_size < 1:
@@ -113,6 +128,7 @@ class SimCLRAugment(nn.Module):
         self.jitter = jitter
         self.jitter_p = jitter_p
         self.gray_p = gray_p
+        self.hue_from = hue_from
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
         x = self._color_jitter(x, generator)
@@ -131,7 +147,7 @@ class SimCLRAugment(nn.Module):
         out = x
         if contrast_first:
             out = _adjust_contrast(out, contrast_factor)
-        out = _adjust_hsv(out, hue_shift, sat_factor, val_factor)
+        out = _adjust_hsv(out, hue_shift, sat_factor, val_factor, self.hue_from)
         if not contrast_first:
             out = _adjust_contrast(out, contrast_factor)
         return torch.where(apply.unsqueeze(1), out, x)

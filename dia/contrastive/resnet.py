@@ -2,8 +2,8 @@
 
 Two stems, as in CSI and DIA: ``resnet18_cifar`` (3x3 stride-1 conv, no max-pool) for 28-32 px
 inputs and ``resnet18_imagenet`` (7x7 stride-2 conv and max-pool) for 224 px inputs. Both start
-from random weights (spec section 2). ``width`` scales every stage (64 = the standard network);
-CPU presets use a narrower one.
+from random weights. ``width`` scales every stage (64 = the standard network); CPU presets use a
+narrower one.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ class ResNet18(nn.Module):
     """Encoder f plus heads: SimCLR projection (f -> f -> 128) and shift logits (f -> K).
 
     Inputs are [0, 1] images; the network normalises them to [-1, 1] itself, like the official
-    code, so every caller feeds the same range.
+    code, so every caller feeds the same range. ``init``: ``official`` initialises the ImageNet
+    stem's network with Kaiming fan-out and leaves the CIFAR one at PyTorch's defaults, as the
+    official model files do; ``kaiming`` uses Kaiming fan-out for both.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class ResNet18(nn.Module):
         width: int = 64,
         projection_dim: int = 128,
         num_shifts: int = NUM_SHIFTS,
+        init: str = "official",
     ) -> None:
         super().__init__()
         if arch == "resnet18_cifar":
@@ -94,7 +97,10 @@ class ResNet18(nn.Module):
             nn.Linear(c_in, c_in), nn.ReLU(), nn.Linear(c_in, projection_dim)
         )
         self.shift_head = nn.Linear(c_in, num_shifts)
-        kaiming_init(self)
+        if init not in ("official", "kaiming"):
+            raise ValueError(f"unknown init {init!r}")
+        if init == "kaiming" or arch == "resnet18_imagenet":
+            kaiming_init(self)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         h = self.stages(self.stem((x - 0.5) / 0.5))

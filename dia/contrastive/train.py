@@ -44,13 +44,20 @@ class TrainState:
 
 
 def build_model(cfg: ContrastiveConfig) -> ResNet18:
-    return ResNet18(arch=cfg.arch, width=cfg.width)
+    return ResNet18(arch=cfg.arch, width=cfg.width, init=cfg.resnet_init)
+
+
+def loader_batches(cfg: ContrastiveConfig, n_images: int) -> int:
+    """Batches in one pass over the images, the last partial one included unless ``drop_last``
+    (the official ``len(loader)``)."""
+    n = n_images // cfg.batch_size if cfg.drop_last else -(-n_images // cfg.batch_size)
+    return max(1, n)
 
 
 def batches_per_epoch(cfg: ContrastiveConfig, n_images: int) -> int:
-    """Full batches per epoch, capped by ``max_batches_per_epoch`` (official: 201)."""
-    full = max(1, n_images // cfg.batch_size)
-    return min(full, cfg.max_batches_per_epoch) if cfg.max_batches_per_epoch else full
+    """Batches trained per epoch: a pass, capped by ``max_batches_per_epoch`` (official: 201)."""
+    n = loader_batches(cfg, n_images)
+    return min(n, cfg.max_batches_per_epoch) if cfg.max_batches_per_epoch else n
 
 
 class Trainer:
@@ -84,6 +91,8 @@ class Trainer:
             crop_scale=(cfg.crop_scale_min, 1.0),
             jitter_p=cfg.jitter_p,
             gray_p=cfg.gray_p,
+            jitter=(0.4, 0.4, 0.4, cfg.jitter_hue),
+            hue_from=cfg.jitter_hue_from,
         )
         self.rng = torch.Generator().manual_seed(seed)
         self.aug_rng = torch.Generator(device).manual_seed(seed + 1)
@@ -96,7 +105,7 @@ class Trainer:
             base_lr=cfg.lr,
             warmup_epochs=cfg.warmup_epochs,
             warmup_multiplier=cfg.warmup_multiplier,
-            total_epochs=cfg.epochs,
+            total_epochs=cfg.lr_cosine_epochs or cfg.epochs,
         )
 
     def step(self, index: torch.Tensor) -> dict[str, float]:
@@ -152,6 +161,10 @@ class Trainer:
         state_file = state_dir / "last.pt"
         state = self.load_state(state_file) if state_file.exists() else TrainState()
         n_batches = batches_per_epoch(cfg, len(self.images))
+        # The official loop steps the scheduler after iteration n to epoch + n / len(loader)
+        # (len uncapped), so iteration n trains at the rate of position n - 1.
+        pass_batches = loader_batches(cfg, len(self.images))
+        lr = self.lr_at(0.0)
         batch_size = min(cfg.batch_size, len(self.images))
         self.model.train()
         bar = tqdm(
@@ -162,7 +175,7 @@ class Trainer:
             if state.perm is None:
                 state.perm = torch.randperm(len(self.images), generator=self.rng)
             while state.batch < n_batches:
-                lr = self.lr_at(state.epoch + state.batch / n_batches)
+                lr = self.lr_at(max(0.0, state.epoch + (state.batch - 1) / pass_batches))
                 set_lr(self.optimizer, lr)
                 index = state.perm[state.batch * batch_size : (state.batch + 1) * batch_size]
                 losses = self.step(index)
@@ -179,7 +192,7 @@ class Trainer:
                 {
                     "epoch": state.epoch,
                     "step": state.step,
-                    "lr": self.lr_at(state.epoch - 1 / n_batches),
+                    "lr": lr,
                     "seconds": time.perf_counter() - epoch_started,
                     **{k: v / n_batches for k, v in state.running.items()},
                 }

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from denoising_diffusion_pytorch import GaussianDiffusion
 
 from dia.config import DissolveConfig
-from dia.diffusion.model import L1GaussianDiffusion
 
 
 def fit_to(x: torch.Tensor, resolution: int, fit: str) -> torch.Tensor:
@@ -54,7 +54,7 @@ class Dissolver:
     """
 
     def __init__(
-        self, diffusion: L1GaussianDiffusion, cfg: DissolveConfig, *, image_size: int
+        self, diffusion: GaussianDiffusion, cfg: DissolveConfig, *, image_size: int
     ) -> None:
         self.diffusion = diffusion
         self.cfg = cfg

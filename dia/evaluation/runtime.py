@@ -190,6 +190,8 @@ class Probe:
                 shift=cfg.shift,
                 cfg=score.replace(batch_size=b),
                 image_size=cfg.image_size,
+                hue=cfg.jitter_hue,
+                hue_from=cfg.jitter_hue_from,
                 device=self.device,
             )
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from dia.config import ScoreConfig
 from dia.contrastive.augment import SimCLRAugment, random_hflip
 from dia.contrastive.resnet import ResNet18
-from dia.contrastive.shifts import NUM_SHIFTS, shift_all
+from dia.contrastive.shifts import NUM_SHIFTS, SHIFTS, shift_all
 from dia.data.prepare import ImageBatches
 
 
@@ -37,18 +37,27 @@ def extract_features(
     shift: str,
     cfg: ScoreConfig,
     image_size: int,
+    hue: float,
+    hue_from: str = "atan2",
     device: str = "cpu",
 ) -> ShiftFeatures:
     """Average the outputs over ``cfg.samples`` random flips and crops of every shifted image.
 
+    ``hue`` and ``hue_from`` are the training augmentation's hue jitter, which the official
+    evaluation reuses.
     Sample s draws from a generator seeded with s, independent of the training RNG, so the same
     model always gets the same score (the official code reseeds the global RNGs instead, which
-    leaks into training: spec section 3.8).
+    leaks into training).
     """
     was_training = model.training
     model.eval()
     hi = cfg.crop_scale if cfg.crop_fixed else 1.0
-    aug = SimCLRAugment(image_size=image_size, crop_scale=(cfg.crop_scale, hi))
+    aug = SimCLRAugment(
+        image_size=image_size,
+        crop_scale=(cfg.crop_scale, hi),
+        jitter=(0.4, 0.4, 0.4, hue),
+        hue_from=hue_from,
+    )
     k = NUM_SHIFTS
     proj_sum: torch.Tensor | None = None
     logit_sum = torch.zeros(len(images), k)
@@ -57,7 +66,7 @@ def extract_features(
         for start in range(0, len(images), cfg.batch_size):
             x = images[start : start + cfg.batch_size].to(device)
             b = len(x)
-            views = aug(shift_all(random_hflip(x, gen), shift), gen)
+            views = aug(_shifted(x, shift, cfg.flip, gen), gen)
             out = model(views)
             proj = out.projection.view(k, b, -1).transpose(0, 1).cpu()
             logits = out.shift_logits.view(k, b, k)
@@ -69,6 +78,13 @@ def extract_features(
     model.train(was_training)
     assert proj_sum is not None
     return ShiftFeatures(proj_sum / cfg.samples, logit_sum / cfg.samples)
+
+
+def _shifted(x: torch.Tensor, shift: str, flip: str, gen: torch.Generator) -> torch.Tensor:
+    """The K shifted copies of ``x`` (k-major), flipped once per shift or once for all."""
+    if flip == "shared":
+        return shift_all(random_hflip(x, gen), shift)
+    return torch.cat([SHIFTS[shift](random_hflip(x, gen), k) for k in range(NUM_SHIFTS)])
 
 
 @dataclass(frozen=True)

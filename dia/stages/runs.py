@@ -50,6 +50,8 @@ def score_splits(
             shift=cfg.shift,
             cfg=score_cfg,
             image_size=cfg.image_size,
+            hue=cfg.jitter_hue,
+            hue_from=cfg.jitter_hue_from,
             device=device,
         )
 
@@ -250,7 +252,8 @@ def run_score(*, data_dir: Path, run_dir: Path, preset: str, layers: Layers, dev
             **{s: [*z[s], final[s]] for s in EVAL_SPLITS},
         }
     labels = {s: data.labels[data.select(s)] for s in EVAL_SPLITS}
-    metrics = select_all(history, labels)
+    ties = resolve("score", preset, layers).selection_ties
+    metrics = select_all(history, labels, ties=ties)
     scored = int(data.select("train", 0).sum()) + sum(len(v) for v in labels.values())
     write_json(run_dir / "metrics.json", metrics)
     write_json(

@@ -43,6 +43,7 @@ KAGGLE_DATASETS = [
     if config["datasets"][d]["source"] in KAGGLE_SOURCES
     and not config["datasets"][d].get("local_path")
 ]
+OFFICIAL_REPOS = list(config.get("official_repos") or {})
 METHODS = PLAN.methods
 MAIN_DATASETS = PLAN.main_datasets
 ABLATIONS = PLAN.ablations

@@ -1,0 +1,7 @@
+"""The official DIA, CSI and baseline repositories: pinned fetch, verification and import.
+
+Their code is never part of this package: :mod:`dia.official.repos` fetches a repository at its
+pinned commit (or takes a local copy) and checks its content digest, and
+:mod:`dia.official.imports` imports its modules with run-time shims for packages that no longer
+install (parity tests and the ``impl: official`` adapter).
+"""
