@@ -33,6 +33,7 @@ ResnetInit = Literal["official", "kaiming"]
 ScoreFlip = Literal["per_shift", "shared"]
 Ties = Literal["earlier", "later"]
 HueFrom = Literal["atan2", "hexcone"]
+Impl = Literal["native", "official"]
 
 # The official ColorJitterLayer shifts hue by U(-0.1, 0.1) * 255 / 360 of the hue circle.
 OFFICIAL_HUE = 0.1 * 255 / 360
@@ -153,9 +154,12 @@ class ContrastiveConfig(_Config):
     batch of every epoch, as the official DataLoader does. ``jitter_hue`` (fraction of the hue
     circle) and ``jitter_hue_from`` (see :func:`dia.contrastive.augment.rgb_to_hsv`) give the
     official colour jitter by default and SimCLR's (torchvision's) with 0.1 and ``hexcone``.
+    ``impl: official`` trains and scores with the official repository's code
+    (:mod:`dia.official.contrastive`) instead of this package's.
     """
 
     method: Method = "dia"
+    impl: Impl = "native"
     arch: Arch = "resnet18_cifar"
     width: int = 64
     image_size: int = 32
@@ -237,6 +241,7 @@ _LITERALS: dict[str, tuple[str, ...]] = {
         "ScoreFlip": ScoreFlip,
         "Ties": Ties,
         "HueFrom": HueFrom,
+        "Impl": Impl,
     }.items()
 }
 

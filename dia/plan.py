@@ -39,6 +39,9 @@ DISSOLVE_ABLATION = {
 Record = dict[str, Any]
 
 
+OFFICIAL_DIA = "shijianjian__DIA"
+
+
 class Plan:
     """The experiment a validated config describes.
 
@@ -55,6 +58,7 @@ class Plan:
         self.seeds = [int(s) for s in config["seeds"]]
         self.variants: dict[str, Any] = dict(config.get("variants") or {})
         self._check_variants()
+        self.parity_pairs = self._parity_pairs()
         self.ablations = {
             "table2_shift": {"rotation": "default", "perm": "perm"},
             "table3_resolution": self._resolution_settings(),
@@ -116,6 +120,43 @@ class Plan:
         if self.setting("dissolve", "kind", "diffusion", *key) != "diffusion":
             return None
         return self.setting("contrastive", "dissolve_source", "cache", *key)
+
+    def official_repo(self, dataset: str, method: str, variant: str = "default") -> str | None:
+        """The official repository an ``impl: official`` run imports (DIA's holds both its own
+        training step and its copy of CSI's), else None."""
+        if self.config["methods"][method].get("model"):
+            return None
+        if self.setting("contrastive", "impl", "native", dataset, method, variant) != "official":
+            return None
+        return OFFICIAL_DIA
+
+    def _parity_pairs(self) -> dict[str, str]:
+        """Each ``impl: official`` method that has a native twin (the method whose config is the
+        same but for ``contrastive.impl``), with that twin: the parity table compares them."""
+
+        def without_impl(spec: Mapping[str, Any]) -> dict[str, Any]:
+            contrastive = {k: v for k, v in (spec.get("contrastive") or {}).items() if k != "impl"}
+            return {**spec, "contrastive": contrastive}
+
+        methods = self.config["methods"]
+        pairs = {}
+        for name, spec in methods.items():
+            if (spec.get("contrastive") or {}).get("impl") != "official":
+                continue
+            twins = [
+                other
+                for other, other_spec in methods.items()
+                if (other_spec.get("contrastive") or {}).get("impl", "native") == "native"
+                and without_impl(other_spec) == without_impl(spec)
+            ]
+            if OFFICIAL_DIA not in (self.config.get("official_repos") or {}):
+                raise DiaError(
+                    f"methods.{name} runs the official code: pin official_repos.{OFFICIAL_DIA} "
+                    f"(commit and sha256, as in config/config.yaml)"
+                )
+            if twins:
+                pairs[name] = twins[0]
+        return pairs
 
     def runs(self) -> list[Record]:
         """Every run: each method on each main dataset by default; each variant's methods on its

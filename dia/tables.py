@@ -191,6 +191,54 @@ def bootstrap_text_table(
     return pd.DataFrame(cells, index=pd.Index(methods, name="DIA minus"))
 
 
+def parity_table(long: pd.DataFrame, pairs: dict[str, str]) -> pd.DataFrame:
+    """Native against official test AUROC per (official method, dataset, selection, seed), with
+    the paired difference. ``pairs``: official method -> its native twin."""
+    auroc = long[(long["metric"] == "auroc") & (long["variant"] == "default")]
+    keys = ["dataset", "selection", "seed"]
+    rows = []
+    for official, native in pairs.items():
+        ours = auroc[auroc["method"] == native].set_index(keys)["value"]
+        theirs = auroc[auroc["method"] == official].set_index(keys)["value"]
+        both = pd.concat({"native_auroc": ours, "official_auroc": theirs}, axis=1).dropna()
+        both["difference"] = both["native_auroc"] - both["official_auroc"]
+        rows.append(both.reset_index().assign(method=native, official=official))
+    columns = ["method", "official", *keys, "native_auroc", "official_auroc", "difference"]
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+    order = {rule: i for i, rule in enumerate(RULES)}
+    table = table[columns].sort_values(
+        ["method", "dataset", "selection", "seed"],
+        key=lambda c: c.map(order) if c.name == "selection" else c,
+    )
+    return table.reset_index(drop=True)
+
+
+def parity_text_table(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per selection rule: native and official mean ± std over seeds (n) and the mean paired
+    difference ± its std, a row per method and dataset."""
+    out = {}
+    for rule in RULES:
+        part = table[table["selection"] == rule]
+        if part.empty:
+            continue
+        rows = {}
+        for (method, dataset), g in part.groupby(["method", "dataset"], sort=True):
+            rows[f"{method} / {dataset}"] = [
+                *(
+                    f"{g[c].mean():.3f} ± {g[c].std():.3f}"
+                    for c in ("native_auroc", "official_auroc")
+                ),
+                f"{g['difference'].mean():+.3f} ± {g['difference'].std():.3f}",
+                str(len(g)),
+            ]
+        frame = pd.DataFrame.from_dict(
+            rows, orient="index", columns=["native", "official", "native - official", "n"]
+        )
+        frame.index.name = "method / dataset"
+        out[rule] = frame
+    return out
+
+
 def to_markdown(tables: dict[str, pd.DataFrame], title: str) -> str:
     """One Markdown table per selection rule (a rule named "" gets no heading)."""
     lines = [f"# {title}", ""]

@@ -146,3 +146,12 @@ def test_config_pins_dia_and_csi() -> None:
     assert repos["alinlab__CSI"].commit == "60742b60a16501350eca823fcc910ddd10f7a379"
     with pytest.raises(DiaError, match="<owner>__<name>"):
         pinned_repos({"official_repos": {"toy": {}}})
+
+
+def test_every_config_pins_the_same_commits() -> None:
+    """Configs run with --replace-workflow-config carry their own copy of the pins; they must
+    equal config.yaml's."""
+    reference = pinned_repos(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        for key, repo in pinned_repos(yaml.safe_load(path.read_text())).items():
+            assert replace(repo, local_path=None) == reference[key], path.name

@@ -82,3 +82,23 @@ def test_variant_changing_a_shared_cache_key_is_refused() -> None:
     config["variants"]["x"]["dissolve"] = {"cache_t_stride": 5}
     with pytest.raises(DiaError, match=r"variants\.x\.dissolve\.cache_t_stride"):
         Plan(config)
+
+
+PARITY = yaml.safe_load((ROOT / "config" / "parity_demo.yaml").read_text())
+
+
+def test_parity_pairs_and_official_repository() -> None:
+    plan = Plan(PARITY)
+    assert plan.parity_pairs == {"dia_official": "dia", "csi_official": "csi"}
+    assert plan.official_repo("phantom", "dia_official") == "shijianjian__DIA"
+    assert plan.official_repo("phantom", "csi_official") == "shijianjian__DIA"
+    assert plan.official_repo("phantom", "dia") is None
+    assert Plan(PAPER).parity_pairs == {}
+
+
+def test_official_method_needs_the_pin_and_pairs_only_with_a_twin() -> None:
+    config = {**PARITY, "methods": {"dia_official": PARITY["methods"]["dia_official"]}}
+    assert Plan(config).parity_pairs == {}
+    unpinned = {k: v for k, v in PARITY.items() if k != "official_repos"}
+    with pytest.raises(DiaError, match=r"pin official_repos\.shijianjian__DIA"):
+        Plan(unpinned)

@@ -247,3 +247,28 @@ def test_cost_table_text_shows_missing_throughput():
     markdown = to_markdown({"": text}, "Table 4")
     assert "Selection rule" not in markdown and "| dissolving | params (M) |" in markdown
     assert "Selection rule" not in to_latex({"": text}, "Table 4.")
+
+
+def test_parity_table_pairs_native_and_official_runs_by_seed() -> None:
+    from dia.tables import parity_table, parity_text_table
+
+    rows = []
+    for method, values in {"dia": [0.8, 0.7], "dia_official": [0.75, 0.72]}.items():
+        for seed, value in enumerate(values):
+            for selection in ("last", "val", "test_oracle"):
+                rows.append(("auroc", method, "phantom", "default", seed, selection, value))
+    long = pd.DataFrame(
+        rows, columns=["metric", "method", "dataset", "variant", "seed", "selection", "value"]
+    )
+    table = parity_table(long, {"dia_official": "dia"})
+    last = table[table["selection"] == "last"]
+    assert list(last["seed"]) == [0, 1]
+    assert list(last["difference"].round(6)) == [0.05, -0.02]
+    text = parity_text_table(table)["last"]
+    assert text.loc["dia / phantom"].tolist() == [
+        "0.750 ± 0.071",
+        "0.735 ± 0.021",
+        "+0.015 ± 0.049",
+        "2",
+    ]
+    assert parity_table(long, {}).empty

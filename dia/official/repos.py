@@ -19,7 +19,7 @@ from typing import Any
 from dia.data.archive import MARKER, extract_archive
 from dia.data.download import download
 from dia.errors import DiaError
-from dia.io import file_digest, write_json
+from dia.io import file_digest, read_json, write_json
 
 _SKIP = {".git", MARKER}
 
@@ -136,3 +136,9 @@ def fetch(repo: OfficialRepo, dest: Path, *, download_fn: Any = download) -> Pat
         {"key": repo.key, "commit": repo.commit, "sha256": repo.sha256, "path": str(folder)},
     )
     return folder
+
+
+def recorded(record: Path) -> tuple[Path, str]:
+    """Folder and commit of a repository from the record ``fetch`` wrote."""
+    values = read_json(record)
+    return Path(values["path"]), values["commit"]

@@ -33,6 +33,7 @@ from dia.evaluation.selection import select_all
 from dia.io import atomic_path, read_json, write_json
 from dia.meta import build_meta
 from dia.stages.baselines import score_baseline, train_baseline
+from dia.stages.official import score_official_run, train_official_run
 
 Layers = list[dict[str, Any]]
 EVAL_SPLITS = ("val", "test")
@@ -109,6 +110,7 @@ def _train_contrastive(
     device: str,
     cache: Path | None,
     diffusion: Path | None,
+    official: Path | None,
 ) -> tuple[torch.nn.Module, TrainState, dict[str, Any]]:
     cfg = resolve("contrastive", preset, layers)
     score_cfg = resolve("score", preset, layers)
@@ -118,6 +120,19 @@ def _train_contrastive(
             f"{cfg.image_size}; set it in the dataset's config"
         )
     dcfg = resolve("dissolve", preset, layers)
+    if cfg.impl == "official":
+        return train_official_run(
+            data,
+            normals,
+            cfg=cfg,
+            dcfg=dcfg,
+            score_cfg=score_cfg,
+            official=official,
+            diffusion=diffusion,
+            seed=seed,
+            device=device,
+            state_dir=state_dir,
+        )
     source = _dissolve_source(
         cfg,
         dcfg,
@@ -155,8 +170,12 @@ def run_train(
     device: str,
     cache: Path | None = None,
     diffusion: Path | None = None,
+    official: Path | None = None,
 ) -> None:
-    """Train CSI, DIA or a baseline (see :func:`method_model`) on the training normals."""
+    """Train CSI, DIA or a baseline (see :func:`method_model`) on the training normals.
+
+    ``official``: the record of the official repository an ``impl: official`` run uses.
+    """
     started = time.time()
     data = load_prepared(data_dir)
     normals = ImageBatches(data.images[data.select("train", 0)])
@@ -166,12 +185,18 @@ def run_train(
         model, state, config = train_baseline(baseline, data, normals, device=device, **common)
     else:
         model, state, config = _train_contrastive(
-            data, normals, device=device, cache=cache, diffusion=diffusion, **common
+            data,
+            normals,
+            device=device,
+            cache=cache,
+            diffusion=diffusion,
+            official=official,
+            **common,
         )
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save(
             {
-                "model_name": baseline or "contrastive",
+                "model_name": baseline or _contrastive_name(config),
                 "config": config,
                 "model": model.state_dict(),
             },
@@ -204,7 +229,7 @@ def run_train(
                 "diffusion": str(diffusion or ""),
             },
             extra={
-                "model": baseline or "contrastive",
+                "model": baseline or _contrastive_name(config),
                 "epochs": state.epoch,
                 "steps": state.step,
                 "n_train_images": len(normals),
@@ -225,13 +250,30 @@ def _score_contrastive(
     return score_splits(model, data, cfg, score_cfg, device), {"score": score_cfg.to_dict()}
 
 
-def run_score(*, data_dir: Path, run_dir: Path, preset: str, layers: Layers, device: str) -> None:
+def _contrastive_name(config: dict[str, Any]) -> str:
+    return "official" if config["contrastive"]["impl"] == "official" else "contrastive"
+
+
+def run_score(
+    *,
+    data_dir: Path,
+    run_dir: Path,
+    preset: str,
+    layers: Layers,
+    device: str,
+    official: Path | None = None,
+) -> None:
     """Score the trained model of ``run_dir``: scores.csv, metrics.json, meta.json."""
     started = time.time()
     ckpt = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
     data = load_prepared(data_dir)
     if ckpt["model_name"] == "contrastive":
         final, config = _score_contrastive(ckpt, data, preset, layers, device)
+    elif ckpt["model_name"] == "official":
+        score_cfg = resolve("score", preset, layers)
+        final, config = score_official_run(
+            ckpt, data, score_cfg=score_cfg, official=official, device=device
+        )
     else:
         final, config = score_baseline(ckpt, data, device)
 

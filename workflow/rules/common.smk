@@ -48,6 +48,8 @@ METHODS = PLAN.methods
 MAIN_DATASETS = PLAN.main_datasets
 ABLATIONS = PLAN.ablations
 RUN_DIR = "results/runs/{method}/{dataset}/{variant}/seed{seed}"
+PARITY_METHODS = {m for pair in PLAN.parity_pairs.items() for m in pair}
+PARITY_RUNS = [r for r in PLAN.main_runs() if r["method"] in PARITY_METHODS]
 
 
 wildcard_constraints:
@@ -67,8 +69,15 @@ def metrics_files(records):
     return [run_file(r, "metrics.json") for r in records]
 
 
+def official_input(wildcards):
+    """The official repository record of an ``impl: official`` run (none for native runs)."""
+    repo = PLAN.official_repo(wildcards.dataset, wildcards.method, wildcards.variant)
+    return {"official": f"resources/official/{repo}.json"} if repo else {}
+
+
 def run_inputs(wildcards):
-    """A run's data, plus the dissolve cache or diffusion model a DIA run dissolves with."""
+    """A run's data, plus the dissolve cache or diffusion model a DIA run dissolves with and the
+    official repository of an ``impl: official`` run."""
     inputs = {"data": f"results/data/{wildcards.dataset}/manifest.csv"}
     key = (wildcards.dataset, wildcards.method, wildcards.variant)
     source = PLAN.dissolve_input(*key)
@@ -76,7 +85,7 @@ def run_inputs(wildcards):
         inputs["cache"] = f"results/dissolved/{wildcards.dataset}/{PLAN.diffusion_tag(*key)}.npz"
     elif source == "online":
         inputs["diffusion"] = diffusion_model(*key)
-    return inputs
+    return inputs | official_input(wildcards)
 
 
 def diffusion_model(dataset, method=None, variant="default"):
@@ -133,6 +142,8 @@ def final_outputs():
         outputs.append("results/figures/fig1_dissolving.png")
         if len(METHODS) > 1:
             outputs += [f"results/tables/bootstrap_ci.{ext}" for ext in ("csv", "md", "tex")]
+    if PARITY_RUNS:
+        outputs += ["results/tables/parity.csv", "results/tables/parity.md"]
     return outputs
 
 

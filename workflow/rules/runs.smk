@@ -29,6 +29,7 @@ rule train:
 
 rule score:
     input:
+        unpack(official_input),
         data="results/data/{dataset}/manifest.csv",
         model=f"{RUN_DIR}/model.pt",
         evals=f"{RUN_DIR}/evals.npz",

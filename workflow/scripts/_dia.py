@@ -17,6 +17,12 @@ if str(ROOT) not in sys.path:
 from dia.errors import DiaError  # noqa: E402
 
 
+def optional_input(snakemake, name: str) -> Path | None:
+    """A named input that only some jobs of a rule have (dissolve cache, official repository)."""
+    path = snakemake.input.get(name)
+    return Path(path) if path else None
+
+
 def run(snakemake, main: Callable[[], None]) -> None:
     console = sys.__stderr__
     with open(snakemake.log[0], "w", buffering=1) as log:

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from _dia import run
+from _dia import optional_input, run
 
 from dia.meta import pick_device
 from dia.stages.runs import run_score
@@ -13,5 +13,6 @@ run(
         preset=snakemake.params.preset,
         layers=snakemake.params.layers,
         device=pick_device(snakemake.params.device),
+        official=optional_input(snakemake, "official"),
     ),
 )

@@ -1,16 +1,9 @@
 from pathlib import Path
 
-from _dia import run
+from _dia import optional_input, run
 
 from dia.meta import pick_device
 from dia.stages.runs import run_train
-
-
-def _optional(name: str) -> Path | None:
-    """DIA runs get a dissolve cache or a diffusion model as input, CSI runs neither."""
-    path = snakemake.input.get(name)
-    return Path(path) if path else None
-
 
 run(
     snakemake,
@@ -22,7 +15,8 @@ run(
         layers=snakemake.params.layers,
         seed=int(snakemake.wildcards.seed),
         device=pick_device(snakemake.params.device),
-        cache=_optional("cache"),
-        diffusion=_optional("diffusion"),
+        cache=optional_input(snakemake, "cache"),
+        diffusion=optional_input(snakemake, "diffusion"),
+        official=optional_input(snakemake, "official"),
     ),
 )
