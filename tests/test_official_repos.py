@@ -70,7 +70,7 @@ def test_fetch_downloads_the_commit_archive_and_verifies_it(
     archive = tar_of(repo_dir, tmp_path / "github.tar.gz")
     urls = []
 
-    def fake_download(url: str, dest: Path) -> Path:
+    def fake_download(url: str, dest: Path, hint: str) -> Path:
         urls.append(url)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(archive.read_bytes())
@@ -83,7 +83,14 @@ def test_fetch_downloads_the_commit_archive_and_verifies_it(
     assert (folder / "models" / "layers.py").read_text() == FILES["models/layers.py"]
     assert json.loads((out / "someone__toy.json").read_text())["commit"] == COMMIT
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
-    fetch(pin, out, download_fn=lambda *a: pytest.fail("verified copy is downloaded again"))
+    fetch(pin, out, download_fn=lambda *a, **k: pytest.fail("verified copy is downloaded again"))
+
+
+def test_unreachable_archive_says_how_to_work_offline(pin: OfficialRepo, tmp_path: Path) -> None:
+    """The real downloader against a closed loopback port (no network leaves the machine)."""
+    offline = replace(pin, url="http://127.0.0.1:9/toy.tar.gz")
+    with pytest.raises(DiaError, match=r"set official_repos\.someone__toy\.local_path to a"):
+        fetch(offline, tmp_path / "out")
 
 
 def test_fetch_from_local_zip_and_checkout(

@@ -33,11 +33,13 @@ def download(
     md5: str | None = None,
     size: int | None = None,
     timeout: float = 60.0,
+    hint: str = _LOCAL_PATH_HINT,
 ) -> Path:
     """Download ``url`` to ``dest`` unless ``dest`` already passes the given checks.
 
     ``size`` (bytes) and ``md5`` are verified when given; a partial ``.part`` file left by an
-    interrupted run is resumed. Raises :class:`DiaError` on network errors and checksum mismatch.
+    interrupted run is resumed. Raises :class:`DiaError` on network errors (ending with ``hint``)
+    and checksum mismatch.
     """
     dest = Path(dest)
     if dest.exists() and _verified(dest, md5, size):
@@ -48,7 +50,7 @@ def download(
         expected = _fetch(url, part, size, timeout, dest.name)
     except (URLError, HTTPException, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise DiaError(f"could not download {url}: {reason}; {_LOCAL_PATH_HINT}") from exc
+        raise DiaError(f"could not download {url}: {reason}; {hint}") from exc
     _check_part(part, url, size if size is not None else expected, md5, dest)
     os.replace(part, dest)
     return dest

@@ -130,7 +130,12 @@ def fetch(repo: OfficialRepo, dest: Path, *, download_fn: Any = download) -> Pat
             )
         _unpack(archive, folder, repo)
     elif not (folder.is_dir() and content_digest(folder) == repo.sha256):
-        _unpack(download_fn(repo.archive_url, dest / f"{repo.key}.tar.gz"), folder, repo)
+        hint = (
+            f"check the network and re-run, or set official_repos.{repo.key}.local_path to a "
+            f"checkout or archive of commit {repo.commit}"
+        )
+        archive = download_fn(repo.archive_url, dest / f"{repo.key}.tar.gz", hint=hint)
+        _unpack(archive, folder, repo)
     write_json(
         dest / f"{repo.key}.json",
         {"key": repo.key, "commit": repo.commit, "sha256": repo.sha256, "path": str(folder)},
