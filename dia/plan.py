@@ -132,7 +132,8 @@ class Plan:
 
     def _parity_pairs(self) -> dict[str, str]:
         """Each ``impl: official`` method that has a native twin (the method whose config is the
-        same but for ``contrastive.impl``), with that twin: the parity table compares them."""
+        same but for ``contrastive.impl``), with that twin: the parity table compares them. An
+        official method needs the DIA repository pinned in ``official_repos``."""
 
         def without_impl(spec: Mapping[str, Any]) -> dict[str, Any]:
             contrastive = {k: v for k, v in (spec.get("contrastive") or {}).items() if k != "impl"}
