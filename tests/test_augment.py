@@ -69,6 +69,20 @@ def test_hsv_known_values_and_round_trip() -> None:
     torch.testing.assert_close(hsv_to_rgb(rgb_to_hsv(x)), x, rtol=0, atol=1e-5)
 
 
+def test_atan2_hue_agrees_at_30_degree_steps_only() -> None:
+    """The official layer's circular hue equals the hexcone hue at multiples of 30 degrees and
+    differs up to about 1.2 degrees between them; it then does not invert exactly."""
+    on_grid = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 1], [1, 0.5, 0]]).T.reshape(1, 3, 4, 1)
+    hexcone, circular = rgb_to_hsv(on_grid), rgb_to_hsv(on_grid, "atan2")
+    torch.testing.assert_close(circular[:, 0], hexcone[:, 0])  # 0, 60, 180, 30 degrees
+    off_grid = torch.tensor([[1.0, 0.25, 0.0]]).T.reshape(1, 3, 1, 1)  # 15 degrees (hexcone)
+    gap = (rgb_to_hsv(off_grid, "atan2") - rgb_to_hsv(off_grid))[0, 0].abs().item() * 360
+    assert 0.5 < gap < 1.3
+    assert not torch.allclose(hsv_to_rgb(rgb_to_hsv(off_grid, "atan2")), off_grid, atol=1e-3)
+    with pytest.raises(ValueError, match="hue_from"):
+        rgb_to_hsv(off_grid, "hsl")
+
+
 def test_neutral_jitter_is_identity() -> None:
     x = images()
     aug = SimCLRAugment(
