@@ -1,7 +1,8 @@
 """The official DIA, CSI and baseline repositories: pinned fetch, verification and import.
 
 Their code is never part of this package: :mod:`dia.official.repos` fetches a repository at its
-pinned commit (or takes a local copy) and checks its content digest, and
+pinned commit (or takes a local copy) and checks its content digest,
 :mod:`dia.official.imports` imports its modules with run-time shims for packages that no longer
-install (parity tests and the ``impl: official`` adapter).
+install, and :mod:`dia.official.contrastive` drives the official DIA and CSI code on this
+pipeline's data (``impl: official``; the parity tests use all three).
 """
