@@ -42,8 +42,9 @@ def rgb_to_hsv(x: Tensor, hue_from: str = "hexcone") -> Tensor:
 
     ``hexcone`` is the usual piecewise-linear hue (torchvision, PIL); ``atan2`` is the circular
     hue atan2(sqrt(3) (g - b), 2r - g - b) of the official colour-jitter layer, which agrees at
-    multiples of 30 degrees and differs by up to about 1.2 degrees between them. Both invert
-    with :func:`hsv_to_rgb` only for hexcone, as in the official layer.
+    multiples of 30 degrees and differs by up to about 1.2 degrees between them. Only the hexcone
+    hue inverts exactly with :func:`hsv_to_rgb`; the official layer converts back with it all the
+    same.
     """
     r, g, b = x.unbind(1)
     v, argmax = x.max(1)
