@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms as T
 from ema_pytorch import EMA
 
 from dia.config import DiffusionConfig, DissolveConfig
@@ -20,6 +21,7 @@ from dia.contrastive.augment import SimCLRAugment, _adjust_contrast, _adjust_hsv
 from dia.contrastive.loss import contrastive_loss
 from dia.contrastive.optim import warmup_cosine_lr
 from dia.contrastive.shifts import NUM_SHIFTS, SHIFTS
+from dia.contrastive.views import make_views
 from dia.diffusion.dissolve import Dissolver
 from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.evaluation.metrics import auroc
@@ -248,8 +250,6 @@ def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
     tl = modules["models.transform_layers"]
     torch.manual_seed(0)
     diffusion = build_diffusion(DiffusionConfig(dim=8, dim_mults=(1, 2), resolution=32)).eval()
-    import torchvision.transforms as T
-
     shift = tl.DiffusionCustomTrans(
         model=diffusion, pre_process=T.Pad(2), post_process=T.CenterCrop(28)
     )
@@ -313,8 +313,6 @@ def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
         ]
         assert len(matches) == 1, (k, matches)
         t_of_shift.append(matches[0])
-
-    from dia.contrastive.views import make_views
 
     calls = iter(t_of_shift)
 
