@@ -82,7 +82,7 @@ class _Config:
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionConfig(_Config):
-    """denoising-diffusion-pytorch training (paper section 4.2, spec section 4.2).
+    """denoising-diffusion-pytorch training (paper section 4.2).
 
     ``batch_by_resolution``: (resolution, batch size) pairs that replace ``batch_size`` at those
     resolutions; the paper trains with 128 at 64 px and 32 at 128 px, the official code with
@@ -116,7 +116,7 @@ class DiffusionConfig(_Config):
 
 @dataclasses.dataclass(frozen=True)
 class DissolveConfig(_Config):
-    """The dissolving transformation x -> x0_hat(x, t) (paper Eq. 4, spec section 4.1).
+    """The dissolving transformation x -> x0_hat(x, t) (paper Eq. 4).
 
     ``input_scaling``: ``unit`` feeds [0, 1] images as they are and keeps the [-1, 1]-clamped
     output (official code); ``symmetric`` maps to [-1, 1] and back (what the model was trained on).
@@ -125,7 +125,7 @@ class DissolveConfig(_Config):
     ``kind`` replaces the diffusion model for the official README's ablation: a ``gaussian``
     (7 x 7, sigma 1.4) or ``median`` blur of size ``blur_kernel``, or ``none`` (identity). The
     official code applies a blur to every branch, not only the dissolved one (``blur_branches:
-    all``, spec section 4.3); ``dissolved`` blurs only the third branch, as the paper's Eq. reads.
+    all``); ``dissolved`` blurs only the third branch, as the paper's Eq. reads.
     """
 
     kind: DissolveKind = "diffusion"

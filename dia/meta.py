@@ -1,4 +1,4 @@
-"""Provenance written beside every artefact (design.md section 2)."""
+"""Provenance written beside every artefact."""
 
 from __future__ import annotations
 

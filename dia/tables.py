@@ -1,4 +1,4 @@
-"""Aggregation of per-run metrics into tidy and paper-shaped tables (design.md section 6)."""
+"""Aggregation of per-run metrics into tidy and paper-shaped tables."""
 
 from __future__ import annotations
 

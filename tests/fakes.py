@@ -1,4 +1,4 @@
-"""Small generated datasets laid out exactly like the official archives (design.md section 3).
+"""Small generated datasets laid out exactly like the official archives.
 
 Kvasir, Kermany OCT, APTOS 2019 and CIFAR cannot be downloaded here; these builders reproduce
 their folder layouts, file names and formats with a few tiny images each.

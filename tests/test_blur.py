@@ -70,7 +70,7 @@ def test_blur_dissolve_kinds() -> None:
 
 @pytest.mark.parametrize("dissolve_all", [False, True])
 def test_dissolve_all_blurs_every_branch_once(dissolve_all: bool) -> None:
-    """Official blur ablations blur O, O' and A (spec 4.3); otherwise only A is dissolved."""
+    """Official blur ablations blur O, O' and A; otherwise only A is dissolved."""
     x = torch.rand(4, 3, 8, 8, generator=RNG)
     calls = []
 

@@ -33,7 +33,7 @@ def dissolver(diffusion: GaussianDiffusion, **cfg: object) -> Dissolver:
 
 
 def library_x0(diffusion: GaussianDiffusion, x: torch.Tensor, t: int) -> torch.Tensor:
-    """The official call: x0_hat = p_sample(x, t)[1] (spec 4.1 step 3)."""
+    """The official call: x0_hat = p_sample(x, t)[1]."""
     return diffusion.p_sample(x, t)[1].clone()
 
 

@@ -13,7 +13,7 @@ EPS = 1e-8
 
 
 def hand_terms(z: torch.Tensor, n_branches: int, tau: float = TAU) -> list[float]:
-    """Per-anchor terms l(r -> p), r = 0..2N-1, with explicit loops (spec 3.3 / 7).
+    """Per-anchor terms l(r -> p), r = 0..2N-1, with explicit loops.
 
     View v = (b, k, i) sits at flat index b * N + k * B + i; only the within-branch offset
     j = k * B + i matters here. Anchors are O (b = 0) and O' (b = 1); the positive of (0, j) is

@@ -28,7 +28,7 @@ def random_features(n: int, d: int, seed: int) -> ShiftFeatures:
 
 
 def hand_scores(train: ShiftFeatures, test: ShiftFeatures) -> list[float]:
-    """S(x) of spec section 5, with explicit loops over shifts, test and training images."""
+    """The CSI score S(x), with explicit loops over shifts, test and training images."""
     n_train, d = len(train.projection), train.projection.shape[-1]
 
     def dot(a: torch.Tensor, b: torch.Tensor) -> float:

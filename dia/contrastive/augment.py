@@ -1,10 +1,10 @@
 """Batched SimCLR augmentation and random horizontal flip, run on the training device.
 
-Spec §3.1-3.2: the views are augmented on the device, each image with its own random draws. Every
-draw comes from an explicit ``torch.Generator``, so the training and evaluation RNG streams stay
-apart (the global-RNG side effect of spec §3.8 cannot arise) and CPU runs are reproducible. Draws
-are made on the generator's device and then moved to the data's device. Images are float tensors
-(N, 3, H, W) in [0, 1].
+The views are augmented on the device, each image with its own random draws. Every draw comes
+from an explicit ``torch.Generator``, so the training and evaluation RNG streams stay apart (the
+official evaluation reseeds the global RNGs, which leaks into training; here it cannot) and CPU
+runs are reproducible. Draws are made on the generator's device and then moved to the data's
+device. Images are float tensors (N, 3, H, W) in [0, 1].
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _per_image(mask: Tensor) -> Tensor:
 
 
 def random_hflip(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Flip each image horizontally with probability 1/2, independently (spec §3.1 steps 2-3)."""
+    """Flip each image horizontally with probability 1/2, independently."""
     flip = _rand((x.shape[0],), generator, x.device) < 0.5
     return torch.where(_per_image(flip), x.flip(-1), x)
 

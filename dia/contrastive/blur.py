@@ -1,4 +1,4 @@
-"""Blur stand-ins for dissolving: the official README's ablation (spec section 4.3).
+"""Blur stand-ins for dissolving: the official README's ablation.
 
 They answer the question the ablation asks: does DIA need a diffusion model, or would any
 low-pass filter that removes fine detail do? ``gaussian`` is the separable kernel the official code

@@ -1,4 +1,4 @@
-"""NT-Xent for CSI and the feature-amplified NT-Xent of DIA (spec sections 3.3 and 7).
+"""NT-Xent for CSI and the feature-amplified NT-Xent of DIA.
 
 Views are laid out branch-major, then shift-major: flat index = b * N + k * B + i, with branches
 O, O' (and A, the dissolved one, for DIA), N = K * B. Anchors are the O and O' views; the positive

@@ -1,4 +1,4 @@
-"""LARS optimiser and the official warm-up + cosine learning-rate schedule (spec §3.5)."""
+"""LARS optimiser and the official warm-up + cosine learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import Tensor
 class LARS(torch.optim.Optimizer):
     """Momentum SGD whose per-tensor update is rescaled by the layer-wise trust ratio.
 
-    Same semantics as torchlars wrapping SGD (spec §3.5): with g the raw gradient of weight w,
+    Same semantics as torchlars wrapping SGD: with g the raw gradient of weight w,
     d = (g + wd * w) * trust_coef * ||w|| / (||g|| + wd * ||w|| + eps), the ratio being 1 when
     ||w|| or ||g|| is 0; then buf = momentum * buf + d (buf = d at the first step) and
     w -= lr * buf, without applying weight decay a second time.
@@ -86,7 +86,7 @@ def warmup_cosine_lr(
     Linear warm-up from ``base_lr`` to the peak ``base_lr * warmup_multiplier`` over
     ``warmup_epochs``, then cosine decay from the peak. As in the official code the cosine period
     is ``total_epochs``, not ``total_epochs - warmup_epochs``, so the rate does not reach 0 at the
-    last epoch (spec §3.5). Without warm-up it is a plain cosine from the peak.
+    last epoch. Without warm-up it is a plain cosine from the peak.
     """
     if epoch < 0 or warmup_epochs < 0 or total_epochs <= 0 or warmup_multiplier < 1:
         raise ValueError(

@@ -1,6 +1,6 @@
-"""The K = 4 shifting transformations S_k whose index the shift head predicts (spec §4.1 step 5).
+"""The K = 4 shifting transformations S_k whose index the shift head predicts.
 
-A shifted image is treated as a different sample (a negative in the contrastive loss, spec §3.3),
+A shifted image is treated as a different sample (a negative in the contrastive loss),
 so the views of a batch are laid out k-major: the k = 0 copies of all B images, then k = 1, ...
 """
 
@@ -40,7 +40,7 @@ SHIFTS: dict[str, Callable[[Tensor, int], Tensor]] = {"rotation": rotate, "perm"
 
 
 def shift_all(x: Tensor, kind: str) -> Tensor:
-    """Concatenate S_0(x), ..., S_3(x) along the batch axis, k-major (spec §3.1 steps 3-4)."""
+    """Concatenate S_0(x), ..., S_3(x) along the batch axis, k-major."""
     if kind not in SHIFTS:
         raise ValueError(f"unknown shift {kind!r}; expected one of {sorted(SHIFTS)}")
     shift = SHIFTS[kind]
@@ -50,6 +50,6 @@ def shift_all(x: Tensor, kind: str) -> Tensor:
 def shift_labels(
     batch_size: int, n_branches: int, device: torch.device | str | None = None
 ) -> Tensor:
-    """Shift targets [0]*B, [1]*B, [2]*B, [3]*B repeated per branch (spec §3.1 step 5)."""
+    """Shift targets [0]*B, [1]*B, [2]*B, [3]*B repeated per branch."""
     labels = torch.arange(NUM_SHIFTS, device=device).repeat_interleave(batch_size)
     return labels.repeat(n_branches)

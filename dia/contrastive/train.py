@@ -1,4 +1,4 @@
-"""One training loop for CSI and DIA (spec sections 3 and 7).
+"""One training loop for CSI and DIA.
 
 Per step: a batch of normal images becomes 2 (CSI) or 3 (DIA) branches of K shifted views, all
 views get the SimCLR augmentation on the training device, and the loss is the (amplified)

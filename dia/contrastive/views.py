@@ -1,8 +1,8 @@
-"""Building the 2 (CSI) or 3 (DIA) branches of shifted views of one batch (spec 3.1, 7).
+"""Building the 2 (CSI) or 3 (DIA) branches of shifted views of one batch.
 
 O and O' are two independently flipped copies of the batch, each shifted K ways (k-major).
 DIA's third branch A holds dissolved copies, one dissolving draw per shift block k. With
-``dissolve_all`` (the official blur ablations, spec section 4.3) O and O' are built from the
+``dissolve_all`` (the official blur ablations) O and O' are built from the
 dissolved batch too, so blurred views are contrasted with blurred views. The dissolved
 image is flipped after dissolving (the official code flips first): the cache stores unflipped
 images, and the diffusion model was trained with flips, so both orders sample the same

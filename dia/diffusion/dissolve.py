@@ -1,4 +1,4 @@
-"""The dissolving transformation D(x, t) = x0_hat (paper Eq. 4, spec section 4.1).
+"""The dissolving transformation D(x, t) = x0_hat (paper Eq. 4).
 
 One reverse step from the *clean* image: the diffusion model reads x as if it were x_t and its
 single-step estimate of x_0 is returned, with no noise added. Fine details the model regards as

@@ -1,4 +1,4 @@
-"""Threshold-free detection metrics, anomaly = positive class (design.md section 5)."""
+"""Threshold-free detection metrics, anomaly = positive class."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The CSI anomaly score (spec section 5), shared by CSI and DIA.
+"""The CSI anomaly score, shared by CSI and DIA.
 
 For each shift k the score compares an image's mean projection with its nearest training image
 (cosine times norm) and adds the shift classifier's logit for the correct shift; both terms are
