@@ -23,6 +23,8 @@ from dia.errors import DiaError
 from dia.io import atomic_path
 
 SPLITS = ("train", "val", "test")
+# The splits every method scores: val for the val selection rule, test for the reported numbers.
+EVAL_SPLITS = ("val", "test")
 FROZEN_COLUMNS = ("path", "sha256", "raw_label", "split")
 _SHOWN = 5
 

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dia.config import OFFICIAL_HUE, ContrastiveConfig, DissolveConfig, ScoreConfig
-from dia.contrastive.train import TrainState
+from dia.contrastive.train import TrainState, batches_per_epoch
 from dia.data.prepare import ImageBatches
 from dia.diffusion.model import load_diffusion
 from dia.errors import DiaError
@@ -298,7 +298,7 @@ def train_official(
     if state_file.exists():
         state = _load(state_file, model, optimizer, scheduler, linear_optim)
     step = run.modules[f"training.unsup.simclr_{cfg.method.upper()}"].train
-    per_epoch = min(len(loader), cfg.max_batches_per_epoch)
+    per_epoch = batches_per_epoch(cfg, len(normals))
     # The official loop steps its scheduler with an explicit epoch, which torch deprecates.
     warnings.filterwarnings("ignore", "The epoch parameter in `scheduler.step", UserWarning)
     while state.epoch < cfg.epochs:

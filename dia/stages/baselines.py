@@ -17,8 +17,7 @@ from dia.baselines.base import BaselineModel, fit_baseline, score_images
 from dia.config import resolve, section_class
 from dia.contrastive.train import TrainState
 from dia.data.prepare import ImageBatches, PreparedData
-
-EVAL_SPLITS = ("val", "test")
+from dia.data.splits import EVAL_SPLITS
 
 
 def baseline_splits(

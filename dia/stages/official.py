@@ -13,11 +13,10 @@ import torch
 from dia.config import ContrastiveConfig, DissolveConfig, ScoreConfig
 from dia.contrastive.train import TrainState
 from dia.data.prepare import ImageBatches, PreparedData
+from dia.data.splits import EVAL_SPLITS
 from dia.errors import DiaError
 from dia.official.contrastive import OfficialRun, train_official
 from dia.official.repos import recorded
-
-EVAL_SPLITS = ("val", "test")
 
 
 def _splits(run: OfficialRun, model: torch.nn.Module, data: PreparedData) -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ from dia.contrastive.resnet import ResNet18
 from dia.contrastive.train import Trainer, TrainState, build_model
 from dia.contrastive.views import CachedDissolve, DissolveFn, OnlineDissolve
 from dia.data.prepare import ImageBatches, PreparedData, load_prepared
+from dia.data.splits import EVAL_SPLITS
 from dia.diffusion.cache import DissolveCache
 from dia.diffusion.dissolve import Dissolver
 from dia.diffusion.model import load_diffusion
@@ -36,7 +37,6 @@ from dia.stages.baselines import score_baseline, train_baseline
 from dia.stages.official import score_official_run, train_official_run
 
 Layers = list[dict[str, Any]]
-EVAL_SPLITS = ("val", "test")
 
 
 def score_splits(
