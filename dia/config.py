@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Literal, Self, get_args
+from typing import TYPE_CHECKING, Any, Literal, Self, get_args
 
 from dia.errors import DiaError
+
+if TYPE_CHECKING:
+    from dia.data.views import View
 
 Scaling = Literal["unit", "symmetric"]
 Fit = Literal["pad_crop", "resize"]
@@ -210,17 +213,28 @@ class BaselineConfig(_Config):
     """Fields every baseline has; each baseline's config adds its own, with official defaults.
 
     ``pretrained: false`` builds the backbones with random weights; it exists for tests and the
-    CPU demo and is never a default.
+    CPU demo and is never a default. ``impl: official`` trains and scores with the baseline's
+    official repository's code (:mod:`dia.official.baselines`) instead of this package's.
     """
 
+    impl: Impl = "native"
     image_size: int = 224
     epochs: int = 100
     batch_size: int = 32
     lr: float = 1e-4
     pretrained: bool = True
     eval_every_epochs: int | None = None
+    # first evaluated epoch, then every eval_every_epochs (None: eval_every_epochs itself)
+    eval_start_epoch: int | None = None
     checkpoint_every_steps: int = 500
     score_batch_size: int = 64
+
+    def input_view(self) -> View:
+        """How the official loader resizes an original image: ``Resize((image_size,
+        image_size))`` unless the baseline says otherwise (:mod:`dia.data.views`)."""
+        from dia.data.views import View
+
+        return View("square", self.image_size)
 
 
 _LITERALS: dict[str, tuple[str, ...]] = {

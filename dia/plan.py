@@ -39,7 +39,16 @@ DISSOLVE_ABLATION = {
 Record = dict[str, Any]
 
 
-OFFICIAL_DIA = "shijianjian__DIA"
+IMPLS = ("native", "official")
+# The repository whose code an ``impl: official`` run of each section runs: CSI and DIA (the
+# ``contrastive`` section) the DIA repository's, a baseline its own (dia/official/baselines.py).
+OFFICIAL_CODE = {
+    "contrastive": "shijianjian__DIA",
+    "kdad": "rohban-lab__Knowledge_Distillation_AD",
+    "rd4ad": "hq-deng__RD4AD",
+    "meanshift": "talreiss__Mean-Shifted-Anomaly-Detection",
+    "uniad": "zhiyuanyou__UniAD",
+}
 
 
 class Plan:
@@ -58,6 +67,8 @@ class Plan:
         self.seeds = [int(s) for s in config["seeds"]]
         self.variants: dict[str, Any] = dict(config.get("variants") or {})
         self._check_variants()
+        for r in self.runs():  # an unknown impl, or official code not there, stops here
+            self.official_repo(r["dataset"], r["method"], r["variant"])
         self.parity_pairs = self._parity_pairs()
         self.ablations = {
             "table2_shift": {"rotation": "default", "perm": "perm"},
@@ -121,40 +132,74 @@ class Plan:
             return None
         return self.setting("contrastive", "dissolve_source", "cache", *key)
 
+    def needs_views(self, dataset: str, method: str) -> bool:
+        """Whether a run of ``method`` reads baseline input views of ``dataset``: a baseline on a
+        dataset decoded from image files at an ``image_size`` (:mod:`dia.data.views`)."""
+        return bool(self.config["methods"][method].get("model")) and bool(
+            self.specs[dataset].get("image_size")
+        )
+
+    def baseline_layers(self, dataset: str) -> list[tuple[str, list[Mapping[str, Any]]]]:
+        """(baseline, config layers) of every baseline run on ``dataset``: what its views are
+        prepared for."""
+        out = {}
+        for r in self.runs():
+            if r["dataset"] == dataset and self.needs_views(dataset, r["method"]):
+                model = self.config["methods"][r["method"]]["model"]
+                out[(r["method"], r["variant"])] = (
+                    model,
+                    self.layers(dataset, r["method"], r["variant"]),
+                )
+        return list(out.values())
+
     def official_repo(self, dataset: str, method: str, variant: str = "default") -> str | None:
-        """The official repository an ``impl: official`` run imports (DIA's holds both its own
-        training step and its copy of CSI's), else None."""
-        if self.config["methods"][method].get("model"):
+        """The official repository an ``impl: official`` run imports (``<section>.impl``, the
+        section being the baseline's or ``contrastive``), else None; stops on an unknown impl, a
+        baseline without an official adapter, or a repository not pinned in ``official_repos``."""
+        section = _impl_section(self.config["methods"][method])
+        impl = self.setting(section, "impl", "native", dataset, method, variant)
+        if impl not in IMPLS:
+            raise DiaError(
+                f"methods.{method}: {section}.impl {impl!r} is not one of {', '.join(IMPLS)}"
+            )
+        if impl == "native":
             return None
-        if self.setting("contrastive", "impl", "native", dataset, method, variant) != "official":
-            return None
-        return OFFICIAL_DIA
+        repo = OFFICIAL_CODE.get(section)
+        if repo is None:
+            raise DiaError(
+                f"methods.{method}: {section} has no impl: official (only "
+                f"{', '.join(OFFICIAL_CODE)} do; config/README.md says why)"
+            )
+        if repo not in (self.config.get("official_repos") or {}):
+            raise DiaError(
+                f"methods.{method} runs the official code: pin official_repos.{repo} "
+                f"(commit and sha256, as in config/config.yaml)"
+            )
+        return repo
 
     def _parity_pairs(self) -> dict[str, str]:
-        """Each ``impl: official`` method that has a native twin (the method whose config is the
-        same but for ``contrastive.impl``), with that twin: the parity table compares them. An
-        official method needs the DIA repository pinned in ``official_repos``."""
+        """Each method with ``impl: official`` in its section that has a native twin (the method
+        whose config is the same but for that ``impl``), with that twin: the parity table
+        compares them."""
+
+        def impl(spec: Mapping[str, Any]) -> str:
+            return (spec.get(_impl_section(spec)) or {}).get("impl", "native")
 
         def without_impl(spec: Mapping[str, Any]) -> dict[str, Any]:
-            contrastive = {k: v for k, v in (spec.get("contrastive") or {}).items() if k != "impl"}
-            return {**spec, "contrastive": contrastive}
+            section = _impl_section(spec)
+            settings = {k: v for k, v in (spec.get(section) or {}).items() if k != "impl"}
+            return {k: v for k, v in {**spec, section: settings}.items() if v != {}}
 
         methods = self.config["methods"]
         pairs = {}
         for name, spec in methods.items():
-            if (spec.get("contrastive") or {}).get("impl") != "official":
+            if impl(spec) != "official":
                 continue
             twins = [
                 other
                 for other, other_spec in methods.items()
-                if (other_spec.get("contrastive") or {}).get("impl", "native") == "native"
-                and without_impl(other_spec) == without_impl(spec)
+                if impl(other_spec) == "native" and without_impl(other_spec) == without_impl(spec)
             ]
-            if OFFICIAL_DIA not in (self.config.get("official_repos") or {}):
-                raise DiaError(
-                    f"methods.{name} runs the official code: pin official_repos.{OFFICIAL_DIA} "
-                    f"(commit and sha256, as in config/config.yaml)"
-                )
             if twins:
                 pairs[name] = twins[0]
         return pairs
@@ -258,3 +303,9 @@ class Plan:
             for r in self.runs()
             if (r["method"], r["variant"]) in rows and r["dataset"] in datasets
         ]
+
+
+def _impl_section(spec: Mapping[str, Any]) -> str:
+    """The config section whose ``impl`` a method's runs follow: its baseline's, or
+    ``contrastive`` for CSI and DIA."""
+    return spec.get("model") or "contrastive"

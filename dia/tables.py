@@ -26,7 +26,7 @@ def collect_metrics(runs: Iterable[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for run in runs:
         metrics = read_json(run["path"])
-        for selection in RULES:
+        for selection in (rule for rule in RULES if rule in metrics):
             for metric in ("auroc", "auprc"):
                 rows.append(
                     {
@@ -136,11 +136,16 @@ def wide_tables(
     index = {(r[key], r["dataset"], r["selection"]): r for r in table.to_dict("records")}
     out = {}
     for rule in RULES:
+        # only Transformaly and UniAD have an `official` rule: a dash elsewhere, no table at all
+        # when none of the rows has one
+        absent = "—" if rule == "official" else "missing"
+        if rule == "official" and not any(k[2] == rule for k in index):
+            continue
         cells = {
             dataset: [
                 _cell(pd.Series(index[(row, dataset, rule)]))
                 if (row, dataset, rule) in index
-                else "missing"
+                else absent
                 for row in rows
             ]
             for dataset in datasets

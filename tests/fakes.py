@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from dia.data.layouts import KERMANY_CLASSES, KVASIR_CLASSES
+from dia.data.prepare import PreparedData
 
 
 def _image(path: Path, rng: np.random.Generator, size: tuple[int, int], gray: bool) -> None:
@@ -100,3 +101,16 @@ def zip_tree(folder: Path, dest: Path) -> Path:
             if path.is_file():
                 z.write(path, path.relative_to(folder).as_posix())
     return dest
+
+
+def noise_prepared() -> PreparedData:
+    """28 random 28 x 28 grey images, prepared: 12 normal train, 8 normal val, 4 + 4 test."""
+    rng = np.random.default_rng(0)
+    n = 28
+    return PreparedData(
+        ids=np.array([f"img{i}" for i in range(n)]),
+        images=rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
+        labels=np.array([0] * 20 + [0, 1] * 4),
+        splits=np.array(["train"] * 12 + ["val"] * 8 + ["test"] * 8),
+        manifest_sha256="0" * 64,
+    )

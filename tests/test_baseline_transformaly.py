@@ -166,3 +166,37 @@ def test_density_matches_sklearn() -> None:
     direct.fit(torch.from_numpy(small), 1e-6)
     ref = GaussianMixture(n_components=1, max_iter=500).fit(small).score_samples(small[:5])
     np.testing.assert_allclose(direct.log_prob(torch.from_numpy(small[:5])).numpy(), ref, rtol=1e-6)
+
+
+def test_selection_loss_is_the_eval_mode_loss_averaged_over_batches() -> None:
+    """The official selection's loss: training loss in eval mode (no dropout, so no draw from the
+    run's generator), the mean of the per-batch means over batches of ``batch_size``."""
+    model = _model(batch_size=4)
+    model.train()
+    images = ImageBatches(_smooth(10, 3))
+    rng_state = torch.get_rng_state()
+    loss = model.selection_loss(images, "cpu")
+    assert model.training  # restored
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    model.eval()
+    with torch.no_grad():
+        batches = [images[i : i + 4] for i in (0, 4, 8)]
+        expected = [float(model.training_loss(b, torch.Generator())) for b in batches]
+    assert loss == pytest.approx(sum(expected) / 3, rel=1e-6)
+    assert loss != pytest.approx(float(model.training_loss(images[0:10], torch.Generator())))
+
+
+def test_official_evaluation_schedule_is_epochs_1_6_11_and_so_on(tmp_path) -> None:
+    """README --eval_every 5 with utils.train's ``(epoch - 1) % eval_every == 0``: epochs 1, 6,
+    11 of a 12-epoch run (the final epoch is scored by the score stage), each with its loss."""
+    model = _model(epochs=12, batch_size=5)
+    images = ImageBatches(_smooth(10, 0))
+    seen = []
+
+    def evaluate(m: Transformaly) -> dict[str, np.ndarray]:
+        seen.append(m.selection_loss(images, "cpu"))
+        return {}
+
+    state = fit_baseline(model, images, seed=0, device="cpu", state_dir=tmp_path, evaluate=evaluate)
+    assert [epoch for epoch, _ in state.evals] == [1, 6, 11]
+    assert len(seen) == 3 and all(np.isfinite(seen))

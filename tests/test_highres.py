@@ -1,8 +1,8 @@
 """The high-resolution path through the whole workflow, on a generated Kvasir v2 archive.
 
-ImageNet-style ResNet-18, images decoded once from a local zip, dissolving by resizing down to the
-diffusion model's resolution and back, Kvasir's own t range. Also: Kaggle credentials are checked
-before any job runs, and never with a network call.
+ImageNet-style ResNet-18, images decoded once from a local zip (and once more per baseline input
+view), dissolving by resizing down to the diffusion model's resolution and back, Kvasir's own t
+range. Also: Kaggle credentials are checked before any job runs, and never with a network call.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _config(tmp_path: Path, datasets: dict) -> Path:
 
 
 @pytest.mark.slow
-def test_kvasir_archive_runs_dia_and_csi_at_high_resolution(tmp_path: Path) -> None:
+def test_kvasir_archive_runs_dia_csi_and_baselines_at_high_resolution(tmp_path: Path) -> None:
     archive = zip_tree(make_kvasir(tmp_path / "src", per_class=10), tmp_path / "kvasir v2.zip")
     kvasir = {
         "source": "kvasir",
@@ -43,12 +43,26 @@ def test_kvasir_archive_runs_dia_and_csi_at_high_resolution(tmp_path: Path) -> N
         "dissolve": {"fit": "resize", "t_min": 100, "t_max": 200},
     }
     config = _config(tmp_path, {"kvasir": kvasir})
+    # Two baselines whose official loaders resize the original files (48 x 40) to sizes other
+    # than the prepared 32 x 32: RD4AD squashes to 64 x 64, Mean-Shift keeps the aspect ratio.
+    values = yaml.safe_load(config.read_text())
+    values["methods"] |= {"rd4ad": {"model": "rd4ad"}, "meanshift": {"model": "meanshift"}}
+    values["rd4ad"] = {"pretrained": False, "backbone": "resnet18", "image_size": 64, "epochs": 1}
+    values["meanshift"] = {"pretrained": False, "backbone": "resnet18", "image_size": 32}
+    values["meanshift"] |= {"epochs": 1, "batch_size": 8}
+    config.write_text(yaml.safe_dump(values))
     work = tmp_path / "work"
     result = run_workflow(work, config)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with open(work / "results/tables/table1_main.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["method"], r["dataset"]) for r in rows} == {("dia", "kvasir"), ("csi", "kvasir")}
+    methods = {"dia", "csi", "rd4ad", "meanshift"}
+    assert {(r["method"], r["dataset"]) for r in rows} == {(m, "kvasir") for m in methods}
+    views = work / "results/data/kvasir/views"
+    with np.load(views / "square64-bilinear.npz") as rd4ad:
+        assert rd4ad["images"].shape == (40, 64, 64, 3)
+    with np.load(views / "short32-bicubic.npz") as meanshift:
+        assert meanshift["images"].shape == (40, 32, 32, 3)
     with np.load(work / "results/dissolved/kvasir/res16_ratio1.0.npz") as cache:
         assert cache["dissolved"].shape[-2:] == (16, 16)
         assert cache["t_grid"].min() == 100 and cache["t_grid"].max() <= 200

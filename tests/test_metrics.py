@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from dia.evaluation.metrics import auprc, auroc, detection_metrics
-from dia.evaluation.selection import RULES, select_all
+from dia.evaluation.selection import OFFICIAL_RULES, RULES, select_all
 
 
 def random_cases() -> list[tuple[np.ndarray, np.ndarray]]:
@@ -82,7 +82,7 @@ def test_select_all_on_hand_made_history() -> None:
         assert auroc(labels["val"], history["val"][i]) == val_auroc[i]
         assert auroc(labels["test"], history["test"][i]) == test_auroc[i]
     result = select_all(history, labels)
-    assert set(result) == set(RULES)
+    assert set(result) == set(RULES) - {"official"}  # only Transformaly and UniAD have it
     for rule, i in {"last": 2, "val": 0, "test_oracle": 1}.items():
         expected = {
             "epoch": history["epochs"][i],
@@ -106,3 +106,63 @@ def test_select_all_ties(ties: str, val_epoch: int, oracle_epoch: int) -> None:
     assert result["val"]["epoch"] == val_epoch
     assert result["test_oracle"]["epoch"] == oracle_epoch
     assert result["last"]["epoch"] == 7
+
+
+def _flip_history() -> tuple[dict, dict]:
+    """Epochs 1, 6, 11 and the final 30: test AUROC 0.25 (flipped: 0.75), 0.5, 0.75, 0.5."""
+    labels = {"val": np.array([0, 1]), "test": np.array([0, 1, 0, 1])}
+    test = [
+        np.array([0.3, 0.2, 0.15, 0.1]),
+        np.array([0.1, 0.1, 0.1, 0.1]),
+        np.array([0.1, 0.3, 0.35, 0.4]),
+        np.array([0.2, 0.2, 0.2, 0.2]),
+    ]
+    history = {"epochs": [1, 6, 11, 30], "val": [np.array([0.0, 1.0])] * 4, "test": test}
+    return history, labels
+
+
+def test_uniad_official_rule_flips_auroc_below_half_and_keeps_the_later_tie() -> None:
+    history, labels = _flip_history()
+    result = select_all(history, labels, official="uniad")
+    official = result["official"]
+    assert official["epoch"] == 11  # 0.75 at epoch 1 (flipped) ties with 0.75 at 11: later
+    assert official["auroc"] == 0.75
+    assert official["rule"] == OFFICIAL_RULES["uniad"]
+    history["test"][2] = history["test"][3]  # now only epoch 1 reaches 0.75, after the flip
+    flipped = select_all(history, labels, official="uniad")["official"]
+    assert (flipped["epoch"], flipped["auroc"]) == (1, 0.75)
+    assert flipped == {
+        "epoch": 1,
+        **detection_metrics(labels["test"], -history["test"][0]),
+        "val_auroc": 1.0,
+        "rule": OFFICIAL_RULES["uniad"],
+    }
+    assert result["test_oracle"]["auroc"] == 0.75 and result["test_oracle"]["epoch"] == 11
+
+
+@pytest.mark.parametrize(
+    ("losses", "epoch"),
+    [
+        ([0.5, 0.4, 0.3], 11),
+        ([0.5, 0.4995, 0.4992], 1),  # no drop beats the 0.001 margin: the first stays
+        ([0.5, 0.4985, 0.6], 6),
+        ([], 30),  # nothing evaluated: the final model
+    ],
+)
+def test_transformaly_official_rule_keeps_the_lowest_test_normal_loss(
+    losses: list[float], epoch: int
+) -> None:
+    history, labels = _flip_history()
+    if not losses:
+        history = {k: v[-1:] for k, v in history.items()}
+    history["selection_loss"] = np.array(losses)
+    official = select_all(history, labels, official="transformaly")["official"]
+    assert official["epoch"] == epoch
+    i = history["epochs"].index(epoch)
+    assert official["auroc"] == detection_metrics(labels["test"], history["test"][i])["auroc"]
+
+
+def test_official_rule_of_another_model_is_an_error() -> None:
+    history, labels = _flip_history()
+    with pytest.raises(ValueError, match="no official selection rule for 'rd4ad'"):
+        select_all(history, labels, official="rd4ad")

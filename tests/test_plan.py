@@ -89,10 +89,19 @@ PARITY = yaml.safe_load((ROOT / "config" / "parity_demo.yaml").read_text())
 
 def test_parity_pairs_and_official_repository() -> None:
     plan = Plan(PARITY)
-    assert plan.parity_pairs == {"dia_official": "dia", "csi_official": "csi"}
+    assert plan.parity_pairs == {
+        "dia_official": "dia",
+        "csi_official": "csi",
+        "rd4ad_official": "rd4ad",
+        "kdad_official": "kdad",
+        "meanshift_official": "meanshift",
+        "uniad_official": "uniad",
+    }
     assert plan.official_repo("phantom", "dia_official") == "shijianjian__DIA"
     assert plan.official_repo("phantom", "csi_official") == "shijianjian__DIA"
+    assert plan.official_repo("phantom", "rd4ad_official") == "hq-deng__RD4AD"
     assert plan.official_repo("phantom", "dia") is None
+    assert plan.official_repo("phantom", "rd4ad") is None
     assert Plan(PAPER).parity_pairs == {}
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from dia.errors import DiaError
 from dia.evaluation.bootstrap import paired_bootstrap
+from dia.evaluation.selection import RULES
 from dia.tables import (
     bootstrap_table,
     bootstrap_text_table,
@@ -95,10 +96,10 @@ def test_missing_method_gives_no_row_and_mismatched_images_are_an_error(tmp_path
         bootstrap_table([*runs, odd], n_boot=10)
 
 
-def _metrics(path: Path, auroc: float) -> dict[str, object]:
+def _metrics(path: Path, auroc: float, rules: tuple[str, ...] = RULES[:3]) -> dict[str, object]:
     path.parent.mkdir(parents=True, exist_ok=True)
     rule = {"epoch": 10, "auroc": auroc, "auprc": auroc, "val_auroc": auroc}
-    path.write_text(json.dumps({r: rule for r in ("last", "val", "test_oracle")}))
+    path.write_text(json.dumps({r: rule for r in rules}))
     return {"path": path}
 
 
@@ -272,3 +273,21 @@ def test_parity_table_pairs_native_and_official_runs_by_seed() -> None:
         "2",
     ]
     assert parity_table(long, {}).empty
+
+
+def test_official_rule_only_where_a_method_has_one(tmp_path):
+    """Transformaly's runs carry an `official` rule, DIA's do not: the long file has it only for
+    Transformaly, its wide table shows a dash for DIA; without any, there is no such table."""
+    runs = [
+        {"method": m, "dataset": "kvasir", "variant": "default", "seed": 0}
+        | _metrics(tmp_path / f"{m}.json", v, rules)
+        for m, v, rules in (("dia", 0.9, RULES[:3]), ("transformaly", 0.7, RULES))
+    ]
+    long = collect_metrics(runs)
+    official = long[long["selection"] == "official"]
+    assert set(official["method"]) == {"transformaly"} and len(official) == 2
+    wide = wide_tables(table1(long), ["dia", "transformaly"], ["kvasir"])
+    assert list(wide) == list(RULES)
+    assert wide["official"].loc["dia", "kvasir"] == "—"
+    assert wide["official"].loc["transformaly", "kvasir"].startswith("0.700 (n=1)")
+    assert "official" not in wide_tables(table1(collect_metrics(runs[:1])), ["dia"], ["kvasir"])

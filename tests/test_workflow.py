@@ -14,7 +14,9 @@ from dia.baselines import BASELINES
 from dia.config import SECTIONS, resolve, section_class
 from tests.conftest import ROOT, TINY_CONFIG, snakemake
 
-CONFIGS = [*sorted((ROOT / "config").glob("*.yaml")), TINY_CONFIG]
+# Add-ons layered over config.yaml with a second --configfile, not configs of their own.
+ADD_ONS = [ROOT / "config" / "uniad_cifar.yaml"]
+CONFIGS = [*sorted(set((ROOT / "config").glob("*.yaml")) - set(ADD_ONS)), TINY_CONFIG]
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -55,6 +57,7 @@ def test_paper_dry_run_has_every_job_of_tables_1_to_4_and_figs_1_and_4() -> None
         "download_npz": 2,
         "download_files": 6,
         "prepare": 36,
+        "prepare_views": len(HIGHRES),  # the baselines' input sizes from the original files
         "train_diffusion": diffusion,
         "dissolve_cache": caches,
         "train": train,
@@ -68,7 +71,7 @@ def test_paper_dry_run_has_every_job_of_tables_1_to_4_and_figs_1_and_4() -> None
         "fig1": 1,
         "fig4": 1,
         "all": 1,
-        "total": 8 + 36 + diffusion + caches + 2 * train + 1 + 1 + 4 + 1 + 6 + 6 + 1 + 1 + 1,
+        "total": 8 + 36 + 4 + diffusion + caches + 2 * train + 1 + 1 + 4 + 1 + 6 + 6 + 1 + 1 + 1,
     }
     out = result.stdout
     for dataset in PAPER_DATASETS:
@@ -220,6 +223,15 @@ def test_shipped_configs_pass_the_schema(path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("path", ADD_ONS, ids=lambda p: p.name)
+def test_add_on_configs_pass_the_schema_over_the_paper_config(path: Path) -> None:
+    """An add-on's methods join the paper's (Snakemake merges the config files)."""
+    result = snakemake("-n", "--configfile", ROOT / "config" / "config.yaml", path)
+    assert result.returncode == 0, result.stderr
+    for method in yaml.safe_load(path.read_text())["methods"]:
+        assert f"results/runs/{method}/sarscov2/default/seed0/metrics.json" in result.stdout
+
+
 def test_workflow_runs_from_another_directory(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "config", tmp_path / "config")
     result = snakemake(
@@ -273,7 +285,7 @@ def test_slurm_profile_dry_run_requests_one_gpu_for_gpu_rules_only() -> None:
     result = snakemake("-n", "--workflow-profile", profile)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     jobs = _job_resources(result.stdout)
-    assert set(jobs) == GPU_RULES | LOCAL_RULES | {"prepare"}
+    assert set(jobs) == GPU_RULES | LOCAL_RULES | {"prepare", "prepare_views"}
     for rule, entries in jobs.items():
         for resources in entries:
             assert resources.get("gpu") == ("1" if rule in GPU_RULES else None), rule
@@ -290,7 +302,7 @@ def test_slurm_profile_dry_run_requests_one_gpu_for_gpu_rules_only() -> None:
 def test_official_repos_target_fetches_each_pinned_repository() -> None:
     result = snakemake("-n", "official_repos")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert job_counts(result.stdout) == {"fetch_official": 2, "official_repos": 1, "total": 3}
+    assert job_counts(result.stdout) == {"fetch_official": 7, "official_repos": 1, "total": 8}
 
 
 def test_parity_config_runs_native_and_official_twins() -> None:
@@ -298,11 +310,15 @@ def test_parity_config_runs_native_and_official_twins() -> None:
     result = snakemake("-n", "--configfile", config, "--replace-workflow-config")
     assert result.returncode == 0, result.stderr[-2000:]
     counts = job_counts(result.stdout)
-    assert (counts["fetch_official"], counts["train"], counts["parity"]) == (1, 12, 1)
+    assert (counts["fetch_official"], counts["train"], counts["parity"]) == (5, 36, 1)
     blocks = [b for b in result.stdout.split("\n\n") if re.search(r"^rule (train|score):", b, re.M)]
     for block in blocks:
         official = "_official/" in block
-        assert ("resources/official/shijianjian__DIA.json" in block) == official, block
+        assert ("resources/official/" in block) == official, block
+        if re.search(r"runs/(dia|csi)_official/", block):
+            assert "resources/official/shijianjian__DIA.json" in block, block
+        if "runs/rd4ad_official/" in block:
+            assert "resources/official/hq-deng__RD4AD.json" in block, block
 
 
 def test_default_profile_runs_gpu_jobs_one_at_a_time() -> None:

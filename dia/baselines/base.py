@@ -2,8 +2,9 @@
 
 A baseline is trained on the normal training images only and scores any image, higher meaning
 more anomalous, exactly like DIA; the stages then write the same scores.csv / metrics.json /
-meta.json. Images arrive as float (B, 3, H, W) in [0, 1] at the prepared resolution; each model
-resizes and normalises them itself, as its official code does.
+meta.json. Images arrive as float (B, 3, H, W) in [0, 1]: on an image-file dataset resized from
+the original files to the model's input view (:mod:`dia.data.views`), else at the prepared
+resolution; each model resizes what still needs it and normalises, as its official code does.
 
 The loop (:func:`fit_baseline`) shuffles with its own generator, checkpoints every
 ``checkpoint_every_steps`` steps to ``state_dir/last.pt`` and resumes from there, and scores the
@@ -65,6 +66,22 @@ class BaselineModel(nn.Module, ABC):
     @abstractmethod
     def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
         """(B,) anomaly scores, higher = more anomalous; called in eval mode without gradients."""
+
+    def selection_loss(self, images: ImageBatches, device: str) -> float | None:
+        """The loss the official code selects its model by, on ``images`` (the test normals);
+        None (the default) for a baseline whose official selection needs none."""
+        return None
+
+
+def evaluated(cfg: Any, epoch: int) -> bool:
+    """Whether the model after ``epoch`` is evaluated: from ``eval_start_epoch`` (default
+    ``eval_every_epochs``) every ``eval_every_epochs``, the final epoch excluded (it is scored
+    by the score stage anyway)."""
+    every = cfg.eval_every_epochs
+    if not every or epoch >= cfg.epochs:
+        return False
+    start = every if cfg.eval_start_epoch is None else cfg.eval_start_epoch
+    return epoch >= start and (epoch - start) % every == 0
 
 
 @torch.no_grad()
@@ -165,8 +182,7 @@ def fit_baseline(
             }
         )
         state.batch, state.perm, state.running = 0, None, {}
-        every = cfg.eval_every_epochs
-        if evaluate and every and state.epoch % every == 0 and state.epoch < cfg.epochs:
+        if evaluate and evaluated(cfg, state.epoch):
             state.evals.append((state.epoch, evaluate(model)))
             model.train()
         epoch_started = time.perf_counter()

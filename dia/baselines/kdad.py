@@ -1,7 +1,7 @@
 """KDAD: multiresolution knowledge distillation for anomaly detection.
 
 Paper: Salehi et al., "Multiresolution Knowledge Distillation for Anomaly Detection", CVPR 2021.
-Official code: github.com/rohban-lab/Knowledge_Distillation_AD, last code commit 55058504
+Official code: github.com/rohban-lab/Knowledge_Distillation_AD, pinned commit 0c574ae9
 (``models/network.py``, ``loss_functions.py``, ``train.py``, ``test_functions.py``,
 ``dataloader.py``, ``configs/config.yaml``).
 
@@ -51,9 +51,10 @@ Deviations, none of which changes what is computed:
 
 Where a run here differs from an official run (the pipeline's shared conventions):
 
-* Images arrive as [0, 1] tensors at the prepared resolution (decoded to uint8 once) and are
-  resized here with bilinear interpolation, antialiased when downsampling like PIL's bilinear
-  ``Resize``; the official loader resizes each image file with PIL.
+* Images of an image-file dataset arrive resized from the original files to ``image_size`` by
+  PIL, as the official loader does (the ``prepare_views`` rule, :mod:`dia.data.views`); smaller
+  datasets (MedMNIST) are resized here with bilinear interpolation, antialiased when
+  downsampling like PIL's bilinear ``Resize``.
 * Epochs go through :func:`~dia.baselines.base.fit_baseline`: shuffled batches with the last
   partial batch kept, except a last batch of a single image, which is dropped.
 * The official script prints the test AUROC every 10 epochs (after epochs 1, 11, 21, ...);

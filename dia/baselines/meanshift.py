@@ -33,6 +33,11 @@ Deviations, and why:
 * Resizing uses ``interpolate(antialias=True)``, which matches PIL's resampling filters (bicubic
   with a = -0.5 included) when up- and downsampling. For an ``image_size`` other than 224 the
   ResNet-152 eval resize keeps the official 256/224 ratio.
+* On an image-file dataset the images arrive as the official eval resize of the original file
+  (shorter side to 256, aspect ratio kept; :meth:`MeanShiftConfig.input_view`), cut to its
+  central square, which holds the 224 centre crop: the eval view is then exact. The training
+  crops (RandomResizedCrop) are drawn from that square, where the official ones are drawn from
+  the whole original; for a non-square original they miss its two side margins.
 * NT-Xent is the project's :func:`~dia.contrastive.loss.contrastive_loss`, the official form
   (each anchor against the 2B - 1 other views, mean over the 2B anchors) with a 1e-8 guard.
 * Both views go through one forward pass; with batch norm in eval mode this equals the official
@@ -60,6 +65,7 @@ from dia.config import BaselineConfig
 from dia.contrastive.augment import hsv_to_rgb, random_hflip, rgb_to_hsv
 from dia.contrastive.loss import contrastive_loss
 from dia.data.prepare import ImageBatches
+from dia.data.views import View
 from dia.errors import DiaError
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -106,6 +112,14 @@ class MeanShiftConfig(BaselineConfig):
         if self.knn_k < 1:
             raise DiaError(f"meanshift knn_k must be positive, got {self.knn_k}")
 
+    def input_view(self) -> View:
+        """The official test transform's resize of the original (``Resize(256)`` bilinear for
+        ResNet-152, ``Resize(224, BICUBIC)`` for ResNet-18), aspect ratio kept; the centre
+        square of it holds the centre crop (:meth:`MeanShift.eval_view`)."""
+        if self.backbone == "resnet152":
+            return View("short", round(self.image_size * 256 / 224))
+        return View("short", self.image_size, "bicubic")
+
 
 def _uniform(
     shape: tuple[int, ...], rng: torch.Generator, low: float, high: float, device: torch.device
@@ -114,10 +128,16 @@ def _uniform(
 
 
 def _resize(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
-    """PIL-like resize of float images in [0, 1] (bicubic overshoot is clipped, as in uint8)."""
+    """PIL-like resize of float images in [0, 1]: Pillow resizes horizontally, then vertically,
+    clipping each pass to uint8's range, so a bicubic overshoot of the first pass is clipped
+    before the second (one 2-D pass would keep it: up to 20 levels apart on 28 px images)."""
     if tuple(x.shape[-2:]) == size:
         return x
-    return F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False).clamp(0, 1)
+    for step in ((x.shape[-2], size[1]), size):
+        if tuple(x.shape[-2:]) != step:
+            x = F.interpolate(x, size=step, mode=mode, antialias=True, align_corners=False)
+            x = x.clamp(0, 1)
+    return x
 
 
 def _gray(x: Tensor) -> Tensor:

@@ -1,7 +1,7 @@
 """RD4AD: anomaly detection via reverse distillation from one-class embedding.
 
 Paper: Deng & Li, "Anomaly Detection via Reverse Distillation from One-Class Embedding", CVPR 2022.
-Official code: github.com/hq-deng/RD4AD, code commit d773d368 (``main.py``, ``resnet.py``,
+Official code: github.com/hq-deng/RD4AD, pinned commit 65540768 (``main.py``, ``resnet.py``,
 ``de_resnet.py``, ``test.py``).
 
 What the official code does, and this module reproduces:
@@ -38,8 +38,9 @@ Deviations, none of which changes what is computed:
   updates are identical.
 * ``resnet.BN_layer`` also creates ``conv4``/``bn4``, which its forward never uses (they get
   no gradient, so Adam never touches them); they are not created here.
-* Images arrive as [0, 1] tensors and are resized here with bilinear antialiased interpolation
-  (the official PIL ``Resize`` is bilinear with antialiasing when downsampling).
+* Images of an image-file dataset arrive resized from the original files to ``image_size`` by
+  PIL, as the official loader does (:mod:`dia.data.views`); smaller datasets (MedMNIST) are
+  resized here with bilinear interpolation, antialiased when downsampling as PIL is.
 * ``image_size`` must be a multiple of 32: the OCBE embedding has stride 32 and the decoder
   doubles its size three times, so the encoder's layer1 must be divisible by 8 (28x28 inputs
   give 7/4/2 encoder maps but 8/4/2 decoder maps and the official code crashes). Inputs of any

@@ -9,7 +9,7 @@ CLS feature, PCA-whitened and scored by a Gaussian fitted on the training normal
 vector of per-block student-teacher distances, scored by a second Gaussian. The normality score
 is the sum of the two log-likelihoods; :meth:`Transformaly.anomaly_score` returns its negative.
 
-Official code (MatanCohen1/Transformaly, code commit 602a4ad), as replicated here:
+Official code (MatanCohen1/Transformaly, pinned commit 09d226b5), as replicated here:
 
 * Network (``pytorch_pretrained_vit/model.py`` ``AnomalyViT``, ``transformer.py``
   ``AnomalyTransformer``): lukemelas ``B_16_imagenet1k`` teacher; 12 cloned blocks; cloned
@@ -43,9 +43,11 @@ Deviations and why:
 * Dropout randomness comes from a seed drawn from the ``rng`` of :meth:`training_loss` (in a
   forked global RNG), so training is reproducible and resumable.
 * The official run keeps the epoch with the lowest distillation loss on the *test* normals
-  (``train``: evaluated every ``--eval_every`` epochs, ``best_val_loss - 0.001``) and scores with
-  that "best" model; that selects on test data, so the pipeline's own rules apply instead (the
-  last epoch by default).
+  (``train``: evaluated after epochs 1, 6, ..., 26 with ``--eval_every 5``, an epoch replaces
+  the best if ``best_val_loss - 0.001 > val_epoch_loss``) and scores with that "best" model. That
+  selects on test data: it is the ``official`` selection rule, reported beside the pipeline's
+  own (``last`` the primary). :meth:`Transformaly.selection_loss` is that loss: the mean over
+  test-normal batches of the training loss in eval mode.
 * Both 1-component ``GaussianMixture`` fits are done in closed form (float64): EM with one
   component converges to the sample mean and the maximum-likelihood covariance plus
   ``reg_covar`` on the diagonal, which is exactly what sklearn fits and scores. PCA whitening is
@@ -53,8 +55,9 @@ Deviations and why:
   a Gaussian). The distance features are not negated (a Gaussian's likelihood is unchanged).
 * When the first component alone passes the threshold the official rule would keep 0
   components and fail; one is kept.
-* Images are resized with ``torch.nn.functional.interpolate`` (bilinear, antialiased when
-  downsampling) rather than PIL.
+* Images of an image-file dataset arrive resized from the original files to 384 px by PIL, as
+  the official loader does (:mod:`dia.data.views`); smaller datasets (MedMNIST) are resized with
+  ``torch.nn.functional.interpolate`` (bilinear, antialiased when downsampling) rather than PIL.
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ class TransformalyConfig(BaselineConfig):
     batch_size: int = 32  # README train command --batch_size 32
     lr: float = 1e-4  # train.py --lr default 0.0001 (Adam, utils.py train)
     score_batch_size: int = 32  # README eval command --batch_size 32 (does not change scores)
+    # README --eval_every 5; utils.train evaluates when (epoch - 1) % eval_every == 0
+    eval_every_epochs: int | None = 5
+    eval_start_epoch: int | None = 1
     # train.py VIT_MODEL_NAME 'B_16_imagenet1k'; the same Google checkpoint in timm
     backbone: str = "vit_base_patch16_384.orig_in21k_ft_in1k"
     layers: tuple[int, ...] = tuple(range(2, 12))  # train.py / eval.py use_layer_outputs
@@ -235,6 +241,21 @@ class Transformaly(BaselineModel):
             for i in self.cfg.layers
         ]
         return cls.double(), torch.stack(dists, dim=1).double()
+
+    @torch.no_grad()
+    def selection_loss(self, images: ImageBatches, device: str) -> float:
+        """Mean over batches of ``batch_size`` of the training loss in eval mode (dropout off):
+        ``utils.forward_one_epoch`` on the test normals, what the official run selects by."""
+        was_training = self.training
+        self.eval()
+        unused = torch.Generator(device=device)  # eval mode draws nothing; keep the run's rng
+        bs = self.cfg.batch_size
+        losses = [
+            float(self.training_loss(images[i : i + bs].to(device), unused))
+            for i in range(0, len(images), bs)
+        ]
+        self.train(was_training)
+        return sum(losses) / len(losses) if losses else float("nan")
 
     def fit_scoring(self, normals: ImageBatches, device: str) -> None:
         """Whitening and both Gaussians from the training normals, in eval mode as officially."""

@@ -11,7 +11,7 @@ is the MSE between the reconstruction and the clean features; the anomaly map is
 their difference, upsampled to the image, and the image score its maximum after a 16x16 average
 pool (the MVTec evaluator; ``image_score: mean`` is the CIFAR-10 choice of the paper).
 
-Official code: zhiyuanyou/UniAD at dfc5f3fa3672d653428add58ac88fe62ec197ba5,
+Official code: zhiyuanyou/UniAD at the pinned commit a5b9d9d20c2aae680fa00fe5088616b611e05f3c,
 ``experiments/MVTec-AD/config.yaml`` run by ``tools/train_val.py``; the model is
 ``models/reconstructions/uniad.py`` (a DETR-style post-norm transformer) with
 ``models/necks/mfcn.py``. Every config default below is that file's value.
@@ -38,12 +38,16 @@ Deviations, and why:
 * Randomness comes from the run's generator: the jitter noise and its ``prob`` draw, and a seed
   for the dropout of each training step (the official code uses Python's ``random``, and torch's
   global generators).
-* Images are resized from the prepared resolution with torch's bilinear interpolation (antialiased
-  when shrinking, as PIL is) instead of PIL's from the original file.
+* Images arrive at their input size from the original files (the ``prepare_views`` rule: PIL
+  bilinear, as the official ``custom`` dataset resizes); smaller datasets (MedMNIST) are resized
+  here with torch's bilinear interpolation (antialiased when shrinking, as PIL is).
 * Only the variants the official configs use are built: learned positional embedding, post-norm
-  layers, ReLU, xavier-uniform initialisation of the linear layers. The checkpoint chosen by
-  test-set metric and the AUROC flip below 0.5 of the official evaluator are not reproduced; the
-  shared pipeline selects checkpoints and computes metrics.
+  layers, ReLU, xavier-uniform initialisation of the linear layers.
+* The official run evaluates every ``val_freq_epoch`` (10) epochs and keeps the checkpoint with
+  the best test metric, an AUROC below 0.5 counting as its complement (``eval_helper.py``). That
+  is the ``official`` selection rule (:mod:`dia.evaluation.selection`), reported beside the
+  pipeline's own (``last`` the primary); the image-level AUROC stands in for MVTec-AD's key
+  metric, the pixel AUROC, as these datasets have no masks.
 * One model per normal class (DIA's one-class protocol) rather than one for all MVTec classes;
   the model and its training are the same.
 """
@@ -78,6 +82,7 @@ class UniADConfig(BaselineConfig):
 
     image_size: int = 224  # dataset.input_size [224, 224]
     epochs: int = 1000  # trainer.max_epoch
+    eval_every_epochs: int | None = 10  # trainer.val_freq_epoch (the official selection's)
     batch_size: int = 8  # dataset.batch_size
     lr: float = 1e-4  # trainer.optimizer: AdamW lr
     betas: tuple[float, float] = (0.9, 0.999)  # trainer.optimizer betas

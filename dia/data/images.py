@@ -14,12 +14,16 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from dia.errors import DiaError
 from dia.io import bytes_digest
+
+if TYPE_CHECKING:
+    from dia.data.views import View
 
 _CHUNK = 32
 
@@ -30,8 +34,9 @@ def pixel_sha256(pixels: np.ndarray) -> str:
     return bytes_digest(header + np.ascontiguousarray(pixels).tobytes())
 
 
-def decode_image(path: Path, size: int | None) -> tuple[np.ndarray, str]:
-    """(RGB uint8 image resized to ``size`` (native when None), sha256 of the native pixels)."""
+def decode_image(path: Path, size: int | None, view: View | None = None) -> tuple[np.ndarray, str]:
+    """(RGB uint8 image resized to ``size`` (native when None) or to a baseline's input ``view``,
+    sha256 of the native pixels)."""
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB")
@@ -41,23 +46,32 @@ def decode_image(path: Path, size: int | None) -> tuple[np.ndarray, str]:
             f"official archive (or delete the extracted folder and re-run the download)"
         ) from exc
     digest = pixel_sha256(np.asarray(rgb))
-    if size is not None and rgb.size != (size, size):
+    if view is not None:
+        rgb = view.apply(rgb)
+    elif size is not None and rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8), digest
 
 
-def _decode_chunk(args: tuple[list[Path], int | None]) -> list[tuple[np.ndarray, str]]:
-    paths, size = args
+def _decode_chunk(
+    args: tuple[list[Path], int | None, View | None],
+) -> list[tuple[np.ndarray, str]]:
+    paths, size, view = args
     out = []
     for path in paths:
-        image, digest = decode_image(path, size)
+        image, digest = decode_image(path, size, view)
         gray = bool((image == image[..., :1]).all())
         out.append((image[..., :1].copy() if gray else image, digest))
     return out
 
 
 def decode_images(
-    root: Path, paths: Sequence[str], size: int | None, *, workers: int = 1
+    root: Path,
+    paths: Sequence[str],
+    size: int | None,
+    *,
+    workers: int = 1,
+    view: View | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Decode ``root / path`` for every path into (N, size, size, C) uint8 and pixel hashes.
 
@@ -65,7 +79,7 @@ def decode_images(
     process pool (large archives such as Kermany's 84,000 OCT scans).
     """
     files = [Path(root) / p for p in paths]
-    chunks = [(files[i : i + _CHUNK], size) for i in range(0, len(files), _CHUNK)]
+    chunks = [(files[i : i + _CHUNK], size, view) for i in range(0, len(files), _CHUNK)]
     if workers > 1 and len(chunks) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1)) as pool:
             decoded = [item for chunk in pool.map(_decode_chunk, chunks) for item in chunk]

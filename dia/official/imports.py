@@ -8,8 +8,17 @@ install or only matter on multi-GPU runs. Each shim below is a stand-in module p
 - ``tensorboardX`` (``SummaryWriter``): the official logger;
 - ``apex``, ``torchlars``: multi-GPU synchronisation and the CUDA-only LARS extension, which
   the adapter replaces;
-- ``cv2``, ``kornia``: used only by the blur ablation's layers; the real packages are used when
-  installed, else any use names the package to install.
+- ``cv2``, ``kornia``: used only by the blur ablation's layers and the baselines' image readers
+  and plots; the real packages are used when installed, else any use names the package to install;
+- ``faiss`` (``IndexFlatL2``): the exact k-nearest-neighbour search of Transformaly and
+  Mean-Shift, computed here in float64 with the same squared L2 distances (the real package is
+  used when installed);
+- ``easydict`` (``EasyDict``): UniAD's config dictionaries (the real package when installed).
+
+Some official code also calls what today's libraries removed, at run time rather than at import:
+:func:`legacy_runtime` restores those while it runs (``np.int``/``np.float``/``np.bool``,
+``yaml.load`` without a loader, and ``.cuda()`` on a machine without CUDA, which then stays on
+the CPU).
 
 Repositories share top-level package names (``models``, ``training``, ``utils`` ...), so each
 import runs with that repository alone on ``sys.path`` and its modules are removed from
@@ -28,6 +37,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dia.errors import DiaError
 from dia.official.repos import OfficialRepo, verify
@@ -62,6 +73,54 @@ class _SummaryWriter:
         return lambda *args, **kwargs: None
 
 
+class _IndexFlatL2:
+    """faiss.IndexFlatL2: exact squared-L2 nearest neighbours of the added vectors."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._bank = np.empty((0, dim))
+
+    @property
+    def ntotal(self) -> int:
+        return len(self._bank)
+
+    def add(self, vectors: np.ndarray) -> None:
+        self._bank = np.concatenate([self._bank, np.asarray(vectors, dtype=np.float64)])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.asarray(queries, dtype=np.float64)
+        dist = (
+            (queries**2).sum(1)[:, None] - 2 * queries @ self._bank.T + (self._bank**2).sum(1)
+        ).clip(min=0)
+        index = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(dist, index, 1).astype(np.float32), index.astype(np.int64)
+
+
+class _EasyDict(dict):
+    """easydict.EasyDict: a dict whose keys are also attributes, recursively."""
+
+    def __init__(self, data: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        for key, value in {**(data or {}), **kwargs}.items():
+            self[key] = value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if isinstance(value, dict) and not isinstance(value, _EasyDict):
+            value = _EasyDict(value)
+        elif isinstance(value, list | tuple):
+            value = type(value)(_EasyDict(v) if isinstance(v, dict) else v for v in value)
+        super().__setitem__(key, value)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
 def _shims() -> dict[str, types.ModuleType]:
     functional = types.ModuleType("diffdist.functional")
     functional.all_gather = _all_gather  # type: ignore[attr-defined]
@@ -79,10 +138,62 @@ def _shims() -> dict[str, types.ModuleType]:
     for name, package in (("cv2", "opencv-python-headless"), ("kornia", "kornia")):
         if importlib.util.find_spec(name) is None:
             shims[name] = _Unavailable(name, package)
+    if importlib.util.find_spec("faiss") is None:
+        shims["faiss"] = types.ModuleType("faiss")
+        shims["faiss"].IndexFlatL2 = _IndexFlatL2  # type: ignore[attr-defined]
+    if importlib.util.find_spec("easydict") is None:
+        shims["easydict"] = types.ModuleType("easydict")
+        shims["easydict"].EasyDict = _EasyDict  # type: ignore[attr-defined]
     return shims
 
 
-SHIMMED = ("diffdist", "tensorboardX", "apex", "torchlars", "cv2", "kornia")
+SHIMMED = ("diffdist", "tensorboardX", "apex", "torchlars", "cv2", "kornia", "faiss", "easydict")
+
+
+@contextmanager
+def legacy_runtime() -> Iterator[None]:
+    """Run official code that calls what today's numpy, PyYAML and CPU-only torch removed.
+
+    Restores ``np.int``, ``np.float`` and ``np.bool`` (the builtins they aliased), lets
+    ``yaml.load`` default to the full loader, and, only where CUDA is unavailable, makes
+    ``Tensor.cuda()`` and ``Module.cuda()`` return their receiver so hard-coded GPU calls stay
+    on the CPU. Everything is put back on exit.
+    """
+    import torch
+    import yaml
+
+    patches: list[tuple[Any, str, Any]] = [
+        (np, "int", int),
+        (np, "float", float),
+        (np, "bool", bool),
+        (yaml, "load", _yaml_load(yaml.load)),
+    ]
+    if not torch.cuda.is_available():
+        patches += [
+            (torch.Tensor, "cuda", lambda self, *_a, **_k: self),
+            (torch.nn.Module, "cuda", lambda self, *_a, **_k: self),
+        ]
+    missing = object()
+    saved = [(owner, name, owner.__dict__.get(name, missing)) for owner, name, _ in patches]
+    for owner, name, value in patches:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for owner, name, value in saved:
+            if value is missing:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+
+
+def _yaml_load(load: Any) -> Any:
+    import yaml
+
+    def legacy_load(stream: Any, Loader: Any = yaml.FullLoader) -> Any:  # noqa: N803
+        return load(stream, Loader=Loader)
+
+    return legacy_load
 
 
 def snapshot(repo: OfficialRepo, root: str | os.PathLike[str] | None = None) -> Path:
@@ -118,9 +229,12 @@ def _isolated(folder: Path) -> Iterator[None]:
         del sys.modules[name]
     sys.modules.update(_shims())
     sys.path.insert(0, str(folder))
+    # no __pycache__ in the snapshot: it would change its content digest
+    bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         yield
     finally:
+        sys.dont_write_bytecode = bytecode
         sys.path.remove(str(folder))
         for name in [n for n in sys.modules if ours(n)]:
             del sys.modules[name]

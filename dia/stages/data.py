@@ -1,7 +1,9 @@
-"""Stages ``download`` and ``prepare``: raw archive -> manifest.csv + images.npz."""
+"""Stages ``download``, ``prepare`` (raw archive -> manifest.csv + images.npz) and
+``prepare_views`` (the baselines' input views of an image-file dataset)."""
 
 from __future__ import annotations
 
+import csv
 import time
 from pathlib import Path
 from typing import Any
@@ -9,9 +11,15 @@ from typing import Any
 from dia.data.layouts import LISTERS
 from dia.data.medmnist import fetch_medmnist
 from dia.data.phantom import write_phantom_npz
-from dia.data.prepare import prepare_from_cifar, prepare_from_listing, prepare_from_npz
+from dia.data.prepare import (
+    MANIFEST,
+    prepare_from_cifar,
+    prepare_from_listing,
+    prepare_from_npz,
+)
 from dia.data.sources import CIFAR, FILE_SOURCES, fetch_files, files_root
 from dia.data.splits import SplitSpec
+from dia.data.views import prepared_view, write_views
 from dia.errors import DiaError
 from dia.io import file_digest, write_json
 from dia.meta import build_meta
@@ -82,4 +90,34 @@ def run_prepare(
             started=started,
             inputs=inputs,
         ),
+    )
+
+
+def run_prepare_views(
+    spec: dict[str, Any],
+    raw: Path,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    preset: str,
+    baselines: list[tuple[str, list[dict[str, Any]]]],
+    workers: int = 1,
+) -> None:
+    """Decode the originals of a prepared image-file dataset into each baseline's input view.
+
+    ``baselines`` lists (baseline name, config layers) of every baseline run on the dataset;
+    their resolved configs say which views (:meth:`~dia.config.BaselineConfig.input_view`).
+    """
+    from dia.config import resolve
+
+    with open(data_dir / MANIFEST, newline="") as f:
+        rows = list(csv.DictReader(f))
+    write_views(
+        out_dir,
+        LISTERS[spec["source"]](files_root(raw)).root,
+        [row["path"] for row in rows],
+        [row["id"] for row in rows],
+        [resolve(name, preset, layers).input_view() for name, layers in baselines],
+        prepared=prepared_view(int(spec["image_size"])),
+        workers=workers,
     )

@@ -30,7 +30,7 @@ from dia.diffusion.dissolve import Dissolver
 from dia.diffusion.model import load_diffusion
 from dia.errors import DiaError
 from dia.evaluation.score import anomaly_scores, extract_features, fit_statistics
-from dia.evaluation.selection import select_all
+from dia.evaluation.selection import OFFICIAL_RULES, select_all
 from dia.io import atomic_path, read_json, write_json
 from dia.meta import build_meta
 from dia.stages.baselines import score_baseline, train_baseline
@@ -171,10 +171,12 @@ def run_train(
     cache: Path | None = None,
     diffusion: Path | None = None,
     official: Path | None = None,
+    views: Path | None = None,
 ) -> None:
     """Train CSI, DIA or a baseline (see :func:`method_model`) on the training normals.
 
-    ``official``: the record of the official repository an ``impl: official`` run uses.
+    ``official``: the record of the official repository an ``impl: official`` run uses;
+    ``views``: the dataset's baseline input views (:mod:`dia.data.views`), if it has them.
     """
     started = time.time()
     data = load_prepared(data_dir)
@@ -182,7 +184,9 @@ def run_train(
     baseline = method_model(layers)
     common = {"state_dir": state_dir, "preset": preset, "layers": layers, "seed": seed}
     if baseline:
-        model, state, config = train_baseline(baseline, data, normals, device=device, **common)
+        model, state, config = train_baseline(
+            baseline, data, views=views, device=device, official=official, **common
+        )
     else:
         model, state, config = _train_contrastive(
             data,
@@ -204,6 +208,7 @@ def run_train(
         )
     _write_log(out_dir / "train_log.csv", state.log)
     epochs = np.array([e for e, _ in state.evals], dtype=np.int64)
+    extra = [k for k in ("selection_loss",) if state.evals and k in state.evals[0][1]]
     with atomic_path(out_dir / "evals.npz") as tmp, open(tmp, "wb") as f:
         np.savez(
             f,
@@ -214,6 +219,7 @@ def run_train(
                 else np.empty((0, int(data.select(s).sum())))
                 for s in EVAL_SPLITS
             },
+            **{k: np.array([ev[k] for _, ev in state.evals]) for k in extra},
         )
     write_json(
         out_dir / "train_meta.json",
@@ -262,6 +268,7 @@ def run_score(
     layers: Layers,
     device: str,
     official: Path | None = None,
+    views: Path | None = None,
 ) -> None:
     """Score the trained model of ``run_dir``: scores.csv, metrics.json, meta.json."""
     started = time.time()
@@ -275,7 +282,7 @@ def run_score(
             ckpt, data, score_cfg=score_cfg, official=official, device=device
         )
     else:
-        final, config = score_baseline(ckpt, data, device)
+        final, config = score_baseline(ckpt, data, device, views, official=official)
 
     with atomic_path(run_dir / "scores.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
@@ -293,9 +300,12 @@ def run_score(
             "epochs": [*z["epochs"], train_meta["epochs"]],
             **{s: [*z[s], final[s]] for s in EVAL_SPLITS},
         }
+        if "selection_loss" in z:
+            history["selection_loss"] = z["selection_loss"]
     labels = {s: data.labels[data.select(s)] for s in EVAL_SPLITS}
     ties = resolve("score", preset, layers).selection_ties
-    metrics = select_all(history, labels, ties=ties)
+    official = ckpt["model_name"] if ckpt["model_name"] in OFFICIAL_RULES else None
+    metrics = select_all(history, labels, ties=ties, official=official)
     scored = int(data.select("train", 0).sum()) + sum(len(v) for v in labels.values())
     write_json(run_dir / "metrics.json", metrics)
     write_json(

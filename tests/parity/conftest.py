@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from torch import nn
 
 from dia.errors import DiaError
 from dia.official.imports import ENV_VAR, import_official, snapshot
@@ -44,3 +46,16 @@ def dia_official() -> Callable[..., dict[str, types.ModuleType]]:
 @pytest.fixture(scope="session")
 def csi_official() -> Callable[..., dict[str, types.ModuleType]]:
     return importer("alinlab__CSI")
+
+
+def randomise_batch_norms(*modules: nn.Module) -> None:
+    """Random affine parameters and running statistics, so that eval mode is not an identity."""
+    gen = torch.Generator().manual_seed(11)
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.data = 0.5 + torch.rand(n, generator=gen)
+                m.bias.data = 0.1 * torch.randn(n, generator=gen)
+                m.running_mean = 0.1 * torch.randn(n, generator=gen)
+                m.running_var = 0.5 + torch.rand(n, generator=gen)

@@ -1,5 +1,6 @@
 """impl: official runs end to end on generated data: the official training step and CSI score
-driven by dia.official.contrastive, resumable at epoch boundaries, refused for another commit."""
+driven by dia.official.contrastive, resumable at epoch boundaries, refused for another commit;
+and the official RD4AD, KDAD, Mean-Shift and UniAD code driven by dia.official.baselines."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ import pytest
 import torch
 from ema_pytorch import EMA
 
-from dia.config import ContrastiveConfig, DiffusionConfig, DissolveConfig, ScoreConfig
-from dia.data.prepare import ImageBatches, PreparedData
+from dia.baselines import build_baseline
+from dia.config import ContrastiveConfig, DiffusionConfig, DissolveConfig, ScoreConfig, resolve
+from dia.data.prepare import ImageBatches
 from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.errors import DiaError
+from dia.official.baselines import ADAPTERS
 from dia.official.contrastive import OfficialRun, train_official
+from dia.stages.baselines import score_baseline, train_baseline
 from dia.stages.official import score_official_run, train_official_run
+from tests.fakes import noise_prepared
 from tests.parity.conftest import PINS, official_folder
 
 
@@ -35,18 +40,6 @@ def diffusion(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("diffusion") / "model.pt"
     save_diffusion(path, model, EMA(model).ema_model, cfg)
     return path
-
-
-def data() -> PreparedData:
-    rng = np.random.default_rng(0)
-    n = 28
-    return PreparedData(
-        ids=np.array([f"img{i}" for i in range(n)]),
-        images=rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
-        labels=np.array([0] * 20 + [0, 1] * 4),
-        splits=np.array(["train"] * 12 + ["val"] * 8 + ["test"] * 8),
-        manifest_sha256="0" * 64,
-    )
 
 
 def configs(method: str) -> tuple[ContrastiveConfig, DissolveConfig, ScoreConfig]:
@@ -69,7 +62,7 @@ def configs(method: str) -> tuple[ContrastiveConfig, DissolveConfig, ScoreConfig
 def test_official_run_trains_scores_and_records_the_commit(
     method: str, record: Path, diffusion: Path, tmp_path: Path
 ) -> None:
-    prepared = data()
+    prepared = noise_prepared()
     cfg, dcfg, score = configs(method)
     normals = ImageBatches(prepared.images[prepared.select("train", 0)])
     model, state, config = train_official_run(
@@ -101,7 +94,7 @@ def test_official_run_trains_scores_and_records_the_commit(
 def test_official_run_resumes_at_an_epoch_boundary(record: Path, diffusion: Path, tmp_path) -> None:
     folder = official_folder("shijianjian__DIA")
     cfg, dcfg, score = configs("dia")
-    normals = ImageBatches(data().images[:12])
+    normals = ImageBatches(noise_prepared().images[:12])
 
     def train(state_dir: Path, crash_at: int | None = None) -> torch.nn.Module:
         run = OfficialRun(folder, cfg, dcfg, score, "cpu", diffusion=diffusion)
@@ -123,3 +116,63 @@ def test_official_run_resumes_at_an_epoch_boundary(record: Path, diffusion: Path
     resumed = train(tmp_path / "resumed")
     for key, value in whole.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+BASELINES = {
+    "rd4ad": ("hq-deng__RD4AD", {"backbone": "resnet18", "image_size": 32}),
+    "kdad": ("rohban-lab__Knowledge_Distillation_AD", {"image_size": 32}),
+    "meanshift": ("talreiss__Mean-Shifted-Anomaly-Detection", {"backbone": "resnet18"}),
+    "uniad": ("zhiyuanyou__UniAD", {"backbone": "tf_efficientnet_b0", "image_size": 128}),
+}
+
+
+def baseline_layers(name: str) -> list[dict]:
+    settings = {"impl": "official", "pretrained": False, "epochs": 2, "batch_size": 8}
+    return [{name: {**settings, "eval_every_epochs": 1, **BASELINES[name][1]}}]
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_official_baseline_run_trains_and_scores(name: str, tmp_path: Path) -> None:
+    key = BASELINES[name][0]
+    record = tmp_path / f"{key}.json"
+    record.write_text(json.dumps({"path": str(official_folder(key)), "commit": PINS[key].commit}))
+    prepared = noise_prepared()
+    model, state, config = train_baseline(
+        name,
+        prepared,
+        views=None,
+        state_dir=tmp_path / "state",
+        preset="dia_code",
+        layers=baseline_layers(name),
+        seed=0,
+        device="cpu",
+        official=record,
+    )
+    assert [row["epoch"] for row in state.log] == [1, 2]
+    assert state.step == 4  # 12 images in batches of 8: 2 per pass
+    assert all(np.isfinite(row["loss"]) for row in state.log)
+    assert [e for e, _ in state.evals] == [1]
+    assert config["official_commit"] == PINS[key].commit
+    ckpt = {"model_name": name, "config": config, "model": model.state_dict()}
+    scores, _ = score_baseline(ckpt, prepared, "cpu", None, official=record)
+    assert {k: v.shape for k, v in scores.items()} == {"val": (8,), "test": (8,)}
+    assert all(np.isfinite(v).all() for v in scores.values())
+
+
+@pytest.mark.parametrize("name", ["rd4ad", "kdad", "meanshift"])
+def test_official_baseline_starts_from_the_native_backbone(name: str) -> None:
+    """Seeded alike, the official and native models draw the same random backbone weights."""
+    key = BASELINES[name][0]
+    cfg = resolve(name, "dia_code", baseline_layers(name))
+    torch.manual_seed(0)
+    native = build_baseline(name, cfg)
+    torch.manual_seed(0)
+    official = ADAPTERS[name](cfg, official_folder(key))
+    backbones = {
+        "rd4ad": lambda: (native.layers[0], official.encoder.layer1),
+        "kdad": lambda: (native.source, official.source.features),
+        "meanshift": lambda: (native.backbone, official.net.backbone),
+    }
+    ours, theirs = backbones[name]()
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -76,8 +76,8 @@ def official_input(wildcards):
 
 
 def run_inputs(wildcards):
-    """A run's data, plus the dissolve cache or diffusion model a DIA run dissolves with and the
-    official repository of an ``impl: official`` run."""
+    """A run's data, plus the dissolve cache or diffusion model a DIA run dissolves with, the
+    official repository of an ``impl: official`` run and a baseline's input views."""
     inputs = {"data": f"results/data/{wildcards.dataset}/manifest.csv"}
     key = (wildcards.dataset, wildcards.method, wildcards.variant)
     source = PLAN.dissolve_input(*key)
@@ -85,7 +85,14 @@ def run_inputs(wildcards):
         inputs["cache"] = f"results/dissolved/{wildcards.dataset}/{PLAN.diffusion_tag(*key)}.npz"
     elif source == "online":
         inputs["diffusion"] = diffusion_model(*key)
-    return inputs | official_input(wildcards)
+    return inputs | official_input(wildcards) | views_input(wildcards)
+
+
+def views_input(wildcards):
+    """The baseline input views of an image-file dataset, for a baseline run on it."""
+    if PLAN.needs_views(wildcards.dataset, wildcards.method):
+        return {"views": f"results/data/{wildcards.dataset}/views"}
+    return {}
 
 
 def diffusion_model(dataset, method=None, variant="default"):

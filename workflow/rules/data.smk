@@ -62,3 +62,28 @@ rule prepare:
         spec=dataset_spec,
     script:
         "../scripts/prepare.py"
+
+
+rule prepare_views:
+    """Each baseline's input view of an image-file dataset, resized from the original files."""
+    input:
+        raw=raw_data,
+        manifest="results/data/{dataset}/manifest.csv",
+    output:
+        directory("results/data/{dataset}/views"),
+    log:
+        "logs/prepare_views/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_views/{dataset}.tsv"
+    conda:
+        "../../envs/dia.yaml"
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=240,
+    params:
+        spec=dataset_spec,
+        preset=config["preset"],
+        baselines=lambda wildcards: PLAN.baseline_layers(wildcards.dataset),
+    script:
+        "../scripts/prepare_views.py"

@@ -30,6 +30,7 @@ rule train:
 rule score:
     input:
         unpack(official_input),
+        unpack(views_input),
         data="results/data/{dataset}/manifest.csv",
         model=f"{RUN_DIR}/model.pt",
         evals=f"{RUN_DIR}/evals.npz",

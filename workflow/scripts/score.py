@@ -14,5 +14,6 @@ run(
         layers=snakemake.params.layers,
         device=pick_device(snakemake.params.device),
         official=optional_input(snakemake, "official"),
+        views=optional_input(snakemake, "views"),
     ),
 )

@@ -18,5 +18,6 @@ run(
         cache=optional_input(snakemake, "cache"),
         diffusion=optional_input(snakemake, "diffusion"),
         official=optional_input(snakemake, "official"),
+        views=optional_input(snakemake, "views"),
     ),
 )
