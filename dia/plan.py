@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 from dia.baselines import BASELINES
+from dia.config import Impl
+from dia.data.layouts import LISTERS
 from dia.data.one_class import expand_one_class
 from dia.errors import DiaError
 
@@ -39,7 +41,7 @@ DISSOLVE_ABLATION = {
 Record = dict[str, Any]
 
 
-IMPLS = ("native", "official")
+IMPLS = get_args(Impl)
 # The repository whose code an ``impl: official`` run of each section runs: CSI and DIA (the
 # ``contrastive`` section) the DIA repository's, a baseline its own (dia/official/baselines.py).
 OFFICIAL_CODE = {
@@ -135,20 +137,25 @@ class Plan:
     def needs_views(self, dataset: str, method: str) -> bool:
         """Whether a run of ``method`` reads baseline input views of ``dataset``: a baseline on a
         dataset decoded from image files at an ``image_size`` (:mod:`dia.data.views`)."""
-        return bool(self.config["methods"][method].get("model")) and bool(
-            self.specs[dataset].get("image_size")
+        spec = self.specs[dataset]
+        return (
+            bool(self.config["methods"][method].get("model"))
+            and spec.get("source") in LISTERS
+            and bool(spec.get("image_size"))
         )
 
     def baseline_layers(self, dataset: str) -> list[tuple[str, list[Mapping[str, Any]]]]:
-        """(baseline, config layers) of every baseline run on ``dataset``: what its views are
-        prepared for."""
+        """(baseline, its own section of each config layer) of every baseline run on
+        ``dataset``: what its views are prepared for, and nothing else, so that changing another
+        setting does not redo the views (and with them every baseline run)."""
         out = {}
         for r in self.runs():
             if r["dataset"] == dataset and self.needs_views(dataset, r["method"]):
                 model = self.config["methods"][r["method"]]["model"]
+                layers = self.layers(dataset, r["method"], r["variant"])
                 out[(r["method"], r["variant"])] = (
                     model,
-                    self.layers(dataset, r["method"], r["variant"]),
+                    [{model: (layer or {}).get(model) or {}} for layer in layers],
                 )
         return list(out.values())
 

@@ -131,21 +131,24 @@ def wide_tables(
     """Paper-shaped tables (``rows`` x datasets of text cells), one per selection rule.
 
     ``key`` is the column the rows come from: ``method`` (Table 1) or ``setting`` (Tables 2
-    and 3). Every requested row and dataset appears; a combination without runs reads "missing".
+    and 3). Every requested row and dataset appears; a combination without runs reads "missing"
+    (in the ``official`` table, a row with that rule on no dataset reads "—").
     """
     index = {(r[key], r["dataset"], r["selection"]): r for r in table.to_dict("records")}
     out = {}
     for rule in RULES:
-        # only Transformaly and UniAD have an `official` rule: a dash elsewhere, no table at all
-        # when none of the rows has one
-        absent = "—" if rule == "official" else "missing"
-        if rule == "official" and not any(k[2] == rule for k in index):
+        # Only Transformaly and UniAD have an `official` rule: its table exists when a row has
+        # one, and a row without it anywhere reads as a dash (not applicable), not "missing".
+        having = {k[0] for k in index if k[2] == rule}
+        if rule == "official" and not having:
             continue
         cells = {
             dataset: [
                 _cell(pd.Series(index[(row, dataset, rule)]))
                 if (row, dataset, rule) in index
-                else absent
+                else "—"
+                if rule == "official" and row not in having
+                else "missing"
                 for row in rows
             ]
             for dataset in datasets

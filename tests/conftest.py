@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,28 @@ TINY_CONFIG = ROOT / "tests" / "data" / "tiny.yaml"
 
 def snakemake(
     *args: str | os.PathLike[str],
-    cwd: Path = ROOT,
+    cwd: Path | None = None,
     timeout: float = 900,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the Snakemake CLI of this interpreter's environment on the workflow."""
+    """Run the Snakemake CLI of this interpreter's environment on the workflow.
+
+    Without ``cwd`` it runs in a scratch working directory holding only a copy of config/, so
+    whatever a user ran in the checkout (the demo's results/, a paper run) never changes what a
+    test sees.
+    """
     exe = Path(sys.executable).with_name("snakemake")
     cmd = [str(exe), "--snakefile", str(ROOT / "workflow" / "Snakefile"), *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    if cwd is not None:
+        return subprocess.run(
+            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+        )
+    with tempfile.TemporaryDirectory(prefix="dia-workflow-") as scratch:
+        shutil.copytree(ROOT / "config", Path(scratch, "config"))
+        cmd[3:3] = ["--directory", scratch]
+        return subprocess.run(
+            cmd, cwd=scratch, capture_output=True, text=True, timeout=timeout, env=env
+        )
 
 
 def run_workflow(work: Path, config: Path) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from dia.data.images import decode_images, pixel_sha256
+from dia.data.views import View
 from dia.errors import DiaError
 
 
@@ -36,7 +37,7 @@ def test_resize_matches_pil_bilinear_and_hash_is_of_native_pixels(tmp_path):
     rng = np.random.default_rng(1)
     array = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     name = _save(tmp_path / "x.png", array)
-    images, digests = decode_images(tmp_path, [name], 16)
+    images, digests = decode_images(tmp_path, [name], View("square", 16))
     expected = np.asarray(Image.fromarray(array).resize((16, 16), Image.Resampling.BILINEAR))
     assert np.array_equal(images[0], expected)
     assert digests[0] == pixel_sha256(array)
@@ -61,7 +62,7 @@ def test_corrupt_image_is_named(tmp_path):
         decode_images(tmp_path, [good, "Covid (7).png"], None)
     (tmp_path / "text.png").write_text("not an image")
     with pytest.raises(DiaError, match=r"text\.png"):
-        decode_images(tmp_path, ["text.png"], 8)
+        decode_images(tmp_path, ["text.png"], View("square", 8))
 
 
 def test_mixed_sizes_need_image_size(tmp_path):
@@ -69,4 +70,4 @@ def test_mixed_sizes_need_image_size(tmp_path):
     names.append(_save(tmp_path / "b.png", np.zeros((9, 8), np.uint8)))
     with pytest.raises(DiaError, match="image_size"):
         decode_images(tmp_path, names, None)
-    assert decode_images(tmp_path, names, 8)[0].shape == (2, 8, 8, 1)
+    assert decode_images(tmp_path, names, View("square", 8))[0].shape == (2, 8, 8, 1)

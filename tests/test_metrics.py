@@ -146,15 +146,13 @@ def test_uniad_official_rule_flips_auroc_below_half_and_keeps_the_later_tie() ->
         ([0.5, 0.4, 0.3], 11),
         ([0.5, 0.4995, 0.4992], 1),  # no drop beats the 0.001 margin: the first stays
         ([0.5, 0.4985, 0.6], 6),
-        ([], 30),  # nothing evaluated: the final model
+        ([0.5, 0.4, 0.3, 0.2], 30),  # the final model, when it is on the schedule
     ],
 )
 def test_transformaly_official_rule_keeps_the_lowest_test_normal_loss(
     losses: list[float], epoch: int
 ) -> None:
     history, labels = _flip_history()
-    if not losses:
-        history = {k: v[-1:] for k, v in history.items()}
     history["selection_loss"] = np.array(losses)
     official = select_all(history, labels, official="transformaly")["official"]
     assert official["epoch"] == epoch
@@ -166,3 +164,12 @@ def test_official_rule_of_another_model_is_an_error() -> None:
     history, labels = _flip_history()
     with pytest.raises(ValueError, match="no official selection rule for 'rd4ad'"):
         select_all(history, labels, official="rd4ad")
+
+
+def test_transformaly_without_evaluations_has_no_official_choice() -> None:
+    """No loss was recorded (no evaluation): there is nothing the official code would have kept."""
+    history, labels = _flip_history()
+    assert "official" not in select_all(history, labels, official="transformaly")
+    history["selection_loss"] = np.zeros(5)
+    with pytest.raises(ValueError, match="5 selection losses for 4 evaluated models"):
+        select_all(history, labels, official="transformaly")

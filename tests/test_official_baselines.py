@@ -19,7 +19,7 @@ from dia.baselines import build_baseline, config_class
 from dia.baselines.backbones import torchvision_backbone
 from dia.config import resolve
 from dia.errors import DiaError
-from dia.plan import Plan
+from dia.plan import OFFICIAL_CODE, Plan
 from dia.stages.baselines import score_baseline, train_baseline
 from tests.conftest import ROOT
 from tests.fakes import noise_prepared
@@ -728,7 +728,7 @@ def test_settings_the_official_code_hard_codes_are_refused(tmp_path: Path) -> No
 
 
 def test_missing_repository_or_snapshot_stops_with_one_line(tmp_path: Path) -> None:
-    with pytest.raises(DiaError, match="official repository is no input"):
+    with pytest.raises(DiaError, match="no official repository was given; run it through"):
         train("rd4ad", None, tmp_path)
     record = tmp_path / "gone.json"
     record.write_text(json.dumps({"path": str(tmp_path / "gone"), "commit": COMMIT}))
@@ -814,3 +814,8 @@ def test_an_impl_set_for_every_method_applies_to_each_run() -> None:
     plan = Plan(config)
     assert plan.official_repo("phantom", "rd4ad") == "hq-deng__RD4AD"
     assert plan.parity_pairs == {}
+
+
+def test_the_plan_knows_exactly_the_baselines_with_an_adapter() -> None:
+    """The torch-free plan's list of official code and the adapters agree."""
+    assert set(OFFICIAL_CODE) - {"contrastive"} == set(adapters.ADAPTERS)

@@ -291,3 +291,6 @@ def test_official_rule_only_where_a_method_has_one(tmp_path):
     assert wide["official"].loc["dia", "kvasir"] == "—"
     assert wide["official"].loc["transformaly", "kvasir"].startswith("0.700 (n=1)")
     assert "official" not in wide_tables(table1(collect_metrics(runs[:1])), ["dia"], ["kvasir"])
+    elsewhere = wide_tables(table1(long), ["dia", "transformaly"], ["kvasir", "sarscov2"])
+    assert elsewhere["official"].loc["transformaly", "sarscov2"] == "missing"  # not run there
+    assert elsewhere["official"].loc["dia", "sarscov2"] == "—"

@@ -16,6 +16,7 @@ from dia.baselines.base import resize_square
 from dia.baselines.meanshift import MeanShift, MeanShiftConfig
 from dia.baselines.rd4ad import RD4ADConfig
 from dia.config import resolve
+from dia.data.images import pixel_sha256
 from dia.data.layouts import LISTERS
 from dia.data.prepare import load_prepared, prepare_from_listing, to_float_tensor
 from dia.data.sources import fetch_files, files_root
@@ -113,7 +114,11 @@ def test_write_and_load_views(tmp_path: Path) -> None:
     ids = np.array(["a", "b"])
     out = tmp_path / "views"
     views = [View("square", 64), View("short", 48), View("square", 32), View("square", 64)]
-    write_views(out, root, ["0.png", "1.png"], list(ids), views, prepared=View("square", 32))
+    sha256 = [
+        pixel_sha256(np.asarray(Image.open(root / f"{i}.png").convert("RGB"))) for i in (0, 1)
+    ]
+    paths = ["0.png", "1.png"]
+    write_views(out, root, paths, list(ids), views, prepared=View("square", 32), sha256=sha256)
     index = json.loads((out / "index.json").read_text())
     assert index == {
         "prepared": "square32-bilinear",
@@ -137,6 +142,11 @@ def test_write_and_load_views(tmp_path: Path) -> None:
         load_view(out, View("short", 48), ids)
     with pytest.raises(DiaError, match=r"index\.json not found"):
         load_view(tmp_path, View("short", 48), ids)
+    _original(64, 64).save(root / "1.png")  # the original changed after the prepare step
+    with pytest.raises(DiaError, match=r"1\.png \(and 0 more\) differ from the prepared"):
+        write_views(
+            tmp_path / "again", root, paths, list(ids), views[:1], prepared=views[2], sha256=sha256
+        )
 
 
 def test_view_rejects_bad_specs() -> None:

@@ -291,12 +291,48 @@ def test_slurm_profile_dry_run_requests_one_gpu_for_gpu_rules_only() -> None:
             assert resources.get("gpu") == ("1" if rule in GPU_RULES else None), rule
             if rule != "all":
                 assert int(resources["mem_mb"]) > 0 and int(resources["runtime"]) > 0, rule
-    # a global gpu limit would throttle the whole cluster to one GPU job at a time
+    # a global gpu limit would throttle the whole cluster to one GPU job at a time; a
+    # default-resources block would replace the site profile's (account, partition)
     settings = yaml.safe_load((profile / "config.yaml").read_text())
-    assert "resources" not in settings and "gpu" not in settings["default-resources"]
+    assert "resources" not in settings and "default-resources" not in settings
+    assert settings["retries"] == 2
+    for rule in (ROOT / "workflow" / "rules").glob("*.smk"):
+        retries = re.findall(r"^    retries: (\d+)$", rule.read_text(), re.M)
+        assert retries in ([], ["2"]), rule  # the README's "retried twice" holds for every rule
     snakefile = (ROOT / "workflow" / "Snakefile").read_text()
     declared = re.search(r"^localrules:\n((?:    \w+,\n)+)", snakefile, re.M)
     assert declared and set(re.findall(r"(\w+),", declared[1])) == LOCAL_RULES | OFFICIAL_RULES
+
+
+def test_site_profile_keeps_its_account_and_partition_under_the_workflow_profile(
+    tmp_path: Path,
+) -> None:
+    """The README's recipe: a site profile's account and partitions reach every cluster job, with
+    the GPU, memory and runtime the workflow's rules request."""
+    site = tmp_path / "mysite"
+    site.mkdir()
+    gpu_partition = {rule: {"slurm_partition": "gpu"} for rule in sorted(GPU_RULES)}
+    (site / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "default-resources": {"slurm_account": "my_account", "slurm_partition": "cpu"},
+                "set-resources": gpu_partition,
+            }
+        )
+    )
+    profile = ROOT / "workflow" / "profiles" / "slurm"
+    result = snakemake("-n", "--workflow-profile", profile, "--profile", site)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    jobs = _job_resources(result.stdout)
+    remote = set(jobs) - LOCAL_RULES
+    assert remote == GPU_RULES | {"prepare", "prepare_views"}
+    for rule in remote:
+        for resources in jobs[rule]:
+            assert resources["slurm_account"] == "my_account", rule
+            gpu = rule in GPU_RULES
+            assert resources["slurm_partition"] == ("gpu" if gpu else "cpu"), rule
+            assert resources.get("gpu") == ("1" if gpu else None), rule
+            assert int(resources["mem_mb"]) > 0 and int(resources["runtime"]) > 0, rule
 
 
 def test_official_repos_target_fetches_each_pinned_repository() -> None:

@@ -73,15 +73,20 @@ class BaselineModel(nn.Module, ABC):
         return None
 
 
-def evaluated(cfg: Any, epoch: int) -> bool:
-    """Whether the model after ``epoch`` is evaluated: from ``eval_start_epoch`` (default
-    ``eval_every_epochs``) every ``eval_every_epochs``, the final epoch excluded (it is scored
-    by the score stage anyway)."""
+def on_schedule(cfg: Any, epoch: int) -> bool:
+    """Whether ``epoch`` is on the evaluation schedule: from ``eval_start_epoch`` (default
+    ``eval_every_epochs``) every ``eval_every_epochs`` epochs."""
     every = cfg.eval_every_epochs
-    if not every or epoch >= cfg.epochs:
+    if not every:
         return False
     start = every if cfg.eval_start_epoch is None else cfg.eval_start_epoch
     return epoch >= start and (epoch - start) % every == 0
+
+
+def evaluated(cfg: Any, epoch: int) -> bool:
+    """Whether training evaluates the model after ``epoch``: on the schedule, the final epoch
+    excluded (the score stage scores that model anyway)."""
+    return epoch < cfg.epochs and on_schedule(cfg, epoch)
 
 
 @torch.no_grad()

@@ -248,7 +248,9 @@ class Transformaly(BaselineModel):
         ``utils.forward_one_epoch`` on the test normals, what the official run selects by."""
         was_training = self.training
         self.eval()
-        unused = torch.Generator(device=device)  # eval mode draws nothing; keep the run's rng
+        # training_loss draws its dropout seed from a generator (unused in eval mode): a
+        # throwaway one keeps the run's own stream untouched
+        unused = torch.Generator()
         bs = self.cfg.batch_size
         losses = [
             float(self.training_loss(images[i : i + bs].to(device), unused))

@@ -1,8 +1,9 @@
 """Decode image files once, into one uint8 array per dataset and resolution.
 
 Every file is converted to RGB (what torchvision's default loader and the official DIA code do, so
-grayscale CT and OCT scans become three equal channels) and resized to ``size`` x ``size`` with
-PIL's bilinear filter, as ``torchvision.transforms.Resize((size, size))`` does on PIL images.
+grayscale CT and OCT scans become three equal channels) and resized as a
+:class:`~dia.data.views.View` says: for the prepared array ``size`` x ``size`` with PIL's bilinear
+filter, as ``torchvision.transforms.Resize((size, size))`` does on PIL images.
 Its identity is the sha256 of its decoded RGB pixels at native resolution, which survives lossless
 re-encoding of the archive. A dataset whose images all have equal channels is stored with one
 channel; :func:`dia.data.prepare.to_float_tensor` replicates it to three.
@@ -34,9 +35,8 @@ def pixel_sha256(pixels: np.ndarray) -> str:
     return bytes_digest(header + np.ascontiguousarray(pixels).tobytes())
 
 
-def decode_image(path: Path, size: int | None, view: View | None = None) -> tuple[np.ndarray, str]:
-    """(RGB uint8 image resized to ``size`` (native when None) or to a baseline's input ``view``,
-    sha256 of the native pixels)."""
+def decode_image(path: Path, view: View | None) -> tuple[np.ndarray, str]:
+    """(RGB uint8 image resized to ``view`` (native when None), sha256 of the native pixels)."""
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB")
@@ -48,18 +48,14 @@ def decode_image(path: Path, size: int | None, view: View | None = None) -> tupl
     digest = pixel_sha256(np.asarray(rgb))
     if view is not None:
         rgb = view.apply(rgb)
-    elif size is not None and rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8), digest
 
 
-def _decode_chunk(
-    args: tuple[list[Path], int | None, View | None],
-) -> list[tuple[np.ndarray, str]]:
-    paths, size, view = args
+def _decode_chunk(args: tuple[list[Path], View | None]) -> list[tuple[np.ndarray, str]]:
+    paths, view = args
     out = []
     for path in paths:
-        image, digest = decode_image(path, size, view)
+        image, digest = decode_image(path, view)
         gray = bool((image == image[..., :1]).all())
         out.append((image[..., :1].copy() if gray else image, digest))
     return out
@@ -68,18 +64,18 @@ def _decode_chunk(
 def decode_images(
     root: Path,
     paths: Sequence[str],
-    size: int | None,
+    view: View | None,
     *,
     workers: int = 1,
-    view: View | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Decode ``root / path`` for every path into (N, size, size, C) uint8 and pixel hashes.
+    """Decode ``root / path`` for every path into (N, H, W, C) uint8 and pixel hashes, each image
+    resized to ``view`` (:mod:`dia.data.views`; None keeps the native size).
 
     ``C`` is 1 when every image has three equal channels, else 3. ``workers`` > 1 decodes in a
     process pool (large archives such as Kermany's 84,000 OCT scans).
     """
     files = [Path(root) / p for p in paths]
-    chunks = [(files[i : i + _CHUNK], size, view) for i in range(0, len(files), _CHUNK)]
+    chunks = [(files[i : i + _CHUNK], view) for i in range(0, len(files), _CHUNK)]
     if workers > 1 and len(chunks) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1)) as pool:
             decoded = [item for chunk in pool.map(_decode_chunk, chunks) for item in chunk]

@@ -23,6 +23,7 @@ from dia.data.images import decode_images, pixel_sha256
 from dia.data.layouts import Listing
 from dia.data.medmnist import SPLITS, load_npz_splits
 from dia.data.splits import SplitSpec, assign_splits, frozen_splits
+from dia.data.views import prepared_view
 from dia.errors import DiaError
 from dia.io import atomic_path, file_digest
 
@@ -136,7 +137,8 @@ def prepare_from_listing(
     keep = [i for i, r in enumerate(listing.raw_labels) if r in binary]
     paths = [listing.paths[i] for i in keep]
     raw = [listing.raw_labels[i] for i in keep]
-    images, sha256 = decode_images(listing.root, paths, image_size, workers=workers)
+    view = prepared_view(image_size) if image_size else None
+    images, sha256 = decode_images(listing.root, paths, view, workers=workers)
     if frozen is not None:
         splits = frozen_splits(frozen, paths, sha256, raw)
     else:

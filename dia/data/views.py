@@ -19,7 +19,7 @@ import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -49,8 +49,11 @@ class View:
     resample: Resample = "bilinear"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("square", "short") or self.resample not in _FILTERS:
-            raise DiaError(f"unknown input view {self.kind}/{self.resample}")
+        if self.kind not in get_args(Kind) or self.resample not in _FILTERS:
+            raise DiaError(
+                f"unknown input view {self.kind}/{self.resample}: the kind is one of "
+                f"{', '.join(get_args(Kind))}, the resampling one of {', '.join(_FILTERS)}"
+            )
         if self.size < 1:
             raise DiaError(f"input view size must be positive, got {self.size}")
 
@@ -88,17 +91,28 @@ def write_views(
     views: Sequence[View],
     *,
     prepared: View,
+    sha256: Sequence[str],
     workers: int = 1,
 ) -> None:
     """Decode every original ``root / path`` into one ``<view name>.npz`` per view other than
-    the ``prepared`` array's, then write ``index.json`` last: it marks the folder complete."""
+    the ``prepared`` array's, then write ``index.json`` last: it marks the folder complete.
+
+    ``sha256``: the manifest's pixel hashes; an original that no longer has its hash (the files
+    changed since the prepare step) stops the step, naming it.
+    """
     from dia.data.images import decode_images
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
     for view in dict.fromkeys(v for v in views if v != prepared):
-        images, _ = decode_images(root, paths, None, workers=workers, view=view)
+        images, digests = decode_images(root, paths, view, workers=workers)
+        changed = [p for p, old, new in zip(paths, sha256, digests, strict=True) if old != new]
+        if changed:
+            raise DiaError(
+                f"{root / changed[0]} (and {len(changed) - 1} more) differ from the prepared "
+                f"dataset's manifest; delete the dataset's results/data folder and re-run"
+            )
         with atomic_path(out_dir / f"{view.name}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, images=images, ids=np.asarray(ids))
         files[view.name] = f"{view.name}.npz"

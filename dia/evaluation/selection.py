@@ -57,8 +57,10 @@ def select_all(
     chosen = {"last": len(epochs) - 1, "val": best("val"), "test_oracle": best("test")}
     out = {rule: _report(i, per_epoch, epochs) for rule, i in chosen.items()}
     if official == "transformaly":
-        i = _lowest_loss(history.get("selection_loss"), len(epochs))
-        out["official"] = {**_report(i, per_epoch, epochs), "rule": OFFICIAL_RULES[official]}
+        losses = history.get("selection_loss")
+        if losses is not None and len(losses):  # no evaluation: no official choice to report
+            i = _lowest_loss(losses, len(epochs))
+            out["official"] = {**_report(i, per_epoch, epochs), "rule": OFFICIAL_RULES[official]}
     elif official == "uniad":
         out["official"] = _best_flipped(history, labels, epochs) | {
             "rule": OFFICIAL_RULES[official]
@@ -78,10 +80,10 @@ def _report(i: int, per_epoch: list[dict[str, Any]], epochs: list[int]) -> dict[
 
 
 def _lowest_loss(losses: Any, n: int) -> int:
-    """Transformaly: the first evaluation whose loss beat the best so far by more than the
-    margin; the final model when nothing was evaluated (its last model is then the one kept)."""
-    if losses is None or len(losses) == 0:
-        return n - 1
+    """Transformaly: the evaluation kept last, each one replacing the best so far when its loss
+    is lower by more than the margin. ``losses`` belong to the first of the ``n`` epochs."""
+    if len(losses) > n:
+        raise ValueError(f"{len(losses)} selection losses for {n} evaluated models")
     best, best_loss = 0, np.inf
     for i, loss in enumerate(losses):
         if best_loss - LOSS_MARGIN > loss:

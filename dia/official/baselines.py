@@ -124,7 +124,11 @@ def _check_fixed(name: str, cfg: Any, fixed: dict[str, Any]) -> None:
         if getattr(cfg, key) != value
     ]
     if wrong:
-        raise DiaError("impl: official cannot run with " + "; ".join(wrong))
+        raise DiaError(
+            "impl: official cannot run with "
+            + "; ".join(wrong)
+            + ": the official code hard-codes these; remove them or use impl: native"
+        )
 
 
 def _check_device(device: str) -> None:
@@ -818,7 +822,10 @@ def _snapshot(name: str, official: Path | None, device: str) -> tuple[Path, str]
     if name in CALLS_CUDA:
         _check_device(device)
     if official is None:
-        raise DiaError(f"{name}.impl is 'official' but the official repository is no input")
+        raise DiaError(
+            f"{name}.impl is 'official' but no official repository was given; run it through "
+            f"the workflow, which fetches official_repos.<owner>__<name> first"
+        )
     folder, commit = recorded(official)
     if not folder.is_dir():
         raise DiaError(

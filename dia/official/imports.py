@@ -154,7 +154,8 @@ SHIMMED = ("diffdist", "tensorboardX", "apex", "torchlars", "cv2", "kornia", "fa
 def legacy_runtime() -> Iterator[None]:
     """Run official code that calls what today's numpy, PyYAML and CPU-only torch removed.
 
-    Restores ``np.int``, ``np.float`` and ``np.bool`` (the builtins they aliased), lets
+    Restores ``np.int``, ``np.float`` and ``np.bool`` where numpy removed them (the builtins
+    they aliased), lets
     ``yaml.load`` default to the full loader, and, only where CUDA is unavailable, makes
     ``Tensor.cuda()`` and ``Module.cuda()`` return their receiver so hard-coded GPU calls stay
     on the CPU. Everything is put back on exit.
@@ -163,11 +164,11 @@ def legacy_runtime() -> Iterator[None]:
     import yaml
 
     patches: list[tuple[Any, str, Any]] = [
-        (np, "int", int),
-        (np, "float", float),
-        (np, "bool", bool),
-        (yaml, "load", _yaml_load(yaml.load)),
+        (np, name, alias)
+        for name, alias in (("int", int), ("float", float), ("bool", bool))
+        if name not in np.__dict__  # numpy 2 has np.bool (np.bool_) again
     ]
+    patches.append((yaml, "load", _yaml_load(yaml.load)))
     if not torch.cuda.is_available():
         patches += [
             (torch.Tensor, "cuda", lambda self, *_a, **_k: self),

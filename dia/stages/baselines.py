@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dia.baselines import build_baseline
-from dia.baselines.base import BaselineModel, fit_baseline, score_images
+from dia.baselines.base import BaselineModel, fit_baseline, on_schedule, score_images
 from dia.config import resolve, section_class
 from dia.contrastive.train import TrainState
 from dia.data.prepare import ImageBatches, PreparedData
@@ -115,4 +115,7 @@ def score_baseline(
         model.load_state_dict(ckpt["model"])
     data = baseline_data(data, cfg, views)
     normals = ImageBatches(data.images[data.select("train", 0)])
-    return baseline_splits(model, data, normals, device), config
+    final = baseline_splits(model, data, normals, device)
+    if not on_schedule(cfg, cfg.epochs):  # the official selection never saw the final model
+        final.pop("selection_loss", None)
+    return final, config

@@ -119,5 +119,6 @@ def run_prepare_views(
         [row["id"] for row in rows],
         [resolve(name, preset, layers).input_view() for name, layers in baselines],
         prepared=prepared_view(int(spec["image_size"])),
+        sha256=[row["sha256"] for row in rows],
         workers=workers,
     )

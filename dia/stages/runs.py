@@ -11,6 +11,7 @@ model and writes scores.csv, metrics.json and meta.json.
 from __future__ import annotations
 
 import csv
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -243,7 +244,8 @@ def run_train(
             },
         ),
     )
-    (state_dir / "last.pt").unlink(missing_ok=True)
+    # the run's resumable state (ours, and an official trainer's own checkpoints) is done with
+    shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _score_contrastive(
@@ -300,12 +302,16 @@ def run_score(
             "epochs": [*z["epochs"], train_meta["epochs"]],
             **{s: [*z[s], final[s]] for s in EVAL_SPLITS},
         }
-        if "selection_loss" in z:
-            history["selection_loss"] = z["selection_loss"]
+        # the losses of the evaluated epochs, and the final model's when it is on schedule
+        losses = [*z.get("selection_loss", []), *np.atleast_1d(final.get("selection_loss", []))]
+    if losses:
+        history["selection_loss"] = np.array(losses)
     labels = {s: data.labels[data.select(s)] for s in EVAL_SPLITS}
     ties = resolve("score", preset, layers).selection_ties
-    official = ckpt["model_name"] if ckpt["model_name"] in OFFICIAL_RULES else None
-    metrics = select_all(history, labels, ties=ties, official=official)
+    model_name = ckpt["model_name"]
+    metrics = select_all(
+        history, labels, ties=ties, official=model_name if model_name in OFFICIAL_RULES else None
+    )
     scored = int(data.select("train", 0).sum()) + sum(len(v) for v in labels.values())
     write_json(run_dir / "metrics.json", metrics)
     write_json(

@@ -1,4 +1,5 @@
 rule download_npz:
+    """Fetch an official MedMNIST npz (md5-verified, resumable) or generate the phantom."""
     output:
         "resources/raw/{dataset}.npz",
     log:
@@ -20,6 +21,7 @@ rule download_npz:
 
 
 rule download_files:
+    """Fetch an image-file dataset's archive (or take local_path) and record its folder."""
     output:
         "resources/raw/{dataset}/source.json",
     log:
@@ -42,6 +44,7 @@ rule download_files:
 
 
 rule prepare:
+    """Decode a dataset once: manifest.csv (ids, labels, splits, hashes) and images.npz."""
     input:
         unpack(prepare_inputs),
     output:

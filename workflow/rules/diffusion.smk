@@ -1,10 +1,12 @@
 rule train_diffusion:
+    """Train the DDPM that dissolves a dataset at one resolution and data ratio."""
     input:
         "results/data/{dataset}/manifest.csv",
     output:
         model="results/diffusion/{dataset}/res{res}_ratio{ratio}/model.pt",
         samples=report(
             "results/diffusion/{dataset}/res{res}_ratio{ratio}/samples.png",
+            caption="../report/samples.rst",
             category="Diffusion samples",
             labels={"dataset": "{dataset}", "resolution": "{res}", "ratio": "{ratio}"},
         ),
@@ -13,7 +15,6 @@ rule train_diffusion:
         "logs/train_diffusion/{dataset}_res{res}_ratio{ratio}.log",
     benchmark:
         "benchmarks/train_diffusion/{dataset}_res{res}_ratio{ratio}.tsv"
-    retries: 1
     conda:
         "../../envs/dia.yaml"
     threads: 4
@@ -32,6 +33,7 @@ rule train_diffusion:
 
 
 rule dissolve_cache:
+    """Precompute dissolved training normals for every t of the dissolving range."""
     input:
         data="results/data/{dataset}/manifest.csv",
         model="results/diffusion/{dataset}/res{res}_ratio{ratio}/model.pt",

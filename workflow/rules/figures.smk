@@ -1,4 +1,5 @@
 rule fig_roc:
+    """ROC curves of every method's default runs on one dataset."""
     input:
         run_files("scores.csv"),
     output:
@@ -25,6 +26,7 @@ rule fig_roc:
 
 
 rule fig_training:
+    """Training loss per epoch of every method on one dataset (mean and range over seeds)."""
     input:
         run_files("train_log.csv"),
     output:
@@ -51,6 +53,7 @@ rule fig_training:
 
 
 rule fig1:
+    """Paper Fig. 1: a normal training image per dataset dissolved at increasing t."""
     input:
         data=[f"results/data/{d}/manifest.csv" for d in MAIN_DATASETS],
         models=[diffusion_model(d) for d in MAIN_DATASETS],
@@ -79,6 +82,7 @@ rule fig1:
 
 
 rule fig4:
+    """Paper Fig. 4: DIA with the diffusion model trained on 10% against all of the data."""
     input:
         "results/tables/fig4_data_ratio.csv",
     output:

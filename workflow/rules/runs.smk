@@ -1,4 +1,5 @@
 rule train:
+    """Train one method on one dataset for one seed (CSI, DIA or a baseline)."""
     input:
         unpack(run_inputs),
     output:
@@ -10,7 +11,6 @@ rule train:
         "logs/train/{method}/{dataset}/{variant}/seed{seed}.log",
     benchmark:
         "benchmarks/train/{method}/{dataset}/{variant}/seed{seed}.tsv"
-    retries: 1
     conda:
         "../../envs/dia.yaml"
     threads: 4
@@ -28,6 +28,7 @@ rule train:
 
 
 rule score:
+    """Score a trained run's val and test images: scores.csv, metrics.json per selection rule."""
     input:
         unpack(official_input),
         unpack(views_input),

@@ -1,4 +1,5 @@
 rule table1:
+    """Paper Table 1: AUROC mean and std over seeds per method, dataset and selection rule."""
     input:
         metrics_files(PLAN.runs()),
     output:
@@ -29,6 +30,7 @@ rule table1:
 
 
 rule bootstrap:
+    """Paired bootstrap 95% intervals of DIA's test AUROC minus each other method's."""
     input:
         [run_file(r, "scores.csv") for r in PLAN.main_runs()],
     output:
@@ -58,6 +60,7 @@ rule bootstrap:
 
 
 rule table4:
+    """Paper Table 4: parameters, MACs and measured throughput with and without dissolving."""
     input:
         train=[run_file(r, "train_meta.json") for r in PLAN.table4_runs()],
         score=[run_file(r, "meta.json") for r in PLAN.table4_runs()],
@@ -91,6 +94,7 @@ rule table4:
 
 
 rule ablation:
+    """Tables 2 and 3, Fig. 4's numbers and the dissolving ablation against the default runs."""
     input:
         lambda wc: metrics_files(PLAN.ablation_runs(wc.name)),
     output:
@@ -124,7 +128,7 @@ rule ablation:
 
 
 rule parity:
-    """Native against official CSI / DIA: AUROC per seed and selection rule, paired difference."""
+    """Native against official code (CSI, DIA, baselines): AUROC per seed and rule, paired."""
     input:
         metrics_files(PARITY_RUNS),
     output:
