@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from dia.contrastive.train import TrainState
 from dia.data.prepare import ImageBatches
 from dia.io import atomic_path
+from dia.progress import progress
 
 
 def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -156,7 +156,7 @@ def fit_baseline(
     batch_size = min(cfg.batch_size, len(images))
     n_batches = len(images) // batch_size + int(len(images) % batch_size > 1)
     model.train()
-    bar = tqdm(total=cfg.epochs * n_batches, initial=state.step, desc=type(model).__name__)
+    bar = progress(cfg.epochs * n_batches, type(model).__name__, initial=state.step)
     epoch_started = time.perf_counter()
     while state.epoch < cfg.epochs:
         if state.perm is None:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dia.config import ContrastiveConfig
 from dia.contrastive.augment import SimCLRAugment
@@ -26,6 +25,7 @@ from dia.contrastive.resnet import ResNet18
 from dia.contrastive.views import DissolveFn, make_views
 from dia.data.prepare import ImageBatches
 from dia.io import atomic_path
+from dia.progress import progress
 
 EvalFn = Callable[[ResNet18], dict[str, np.ndarray]]
 
@@ -167,9 +167,7 @@ class Trainer:
         lr = self.lr_at(0.0)
         batch_size = min(cfg.batch_size, len(self.images))
         self.model.train()
-        bar = tqdm(
-            total=cfg.epochs * n_batches, initial=state.step, desc=cfg.method, dynamic_ncols=True
-        )
+        bar = progress(cfg.epochs * n_batches, cfg.method, initial=state.step)
         epoch_started = time.perf_counter()
         while state.epoch < cfg.epochs:
             if state.perm is None:

@@ -8,16 +8,14 @@ md5 are verified: ``dest`` is either absent or complete and correct.
 from __future__ import annotations
 
 import os
-import sys
 from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from tqdm import tqdm
-
 from dia.errors import DiaError
 from dia.io import file_digest
+from dia.progress import progress
 
 _CHUNK = 1 << 16
 _LOCAL_PATH_HINT = (
@@ -90,15 +88,8 @@ def _fetch(url: str, part: Path, size: int | None, timeout: float, name: str) ->
         total = offset + int(length) if length is not None else size
         with (
             open(part, "ab" if offset else "wb") as f,
-            tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=name,
-                file=sys.stderr,
-                mininterval=1.0,
+            progress(
+                total, name, initial=offset, unit="B", unit_scale=True, unit_divisor=1024
             ) as bar,
         ):
             while chunk := response.read(_CHUNK):

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dia.config import DissolveConfig
 from dia.data.prepare import ImageBatches
 from dia.diffusion.dissolve import Dissolver
 from dia.errors import DiaError
 from dia.io import atomic_path
+from dia.progress import progress
 
 
 def t_grid(cfg: DissolveConfig) -> np.ndarray:
@@ -40,7 +40,7 @@ def build_cache(
     out = np.empty((len(images), len(grid), 3, r, r), dtype=np.float32)
     bs = dissolver.cfg.batch_size
     total = len(grid) * ((len(images) + bs - 1) // bs)
-    with tqdm(total=total, desc="dissolve cache", dynamic_ncols=True) as bar:
+    with progress(total, "dissolve cache") as bar:
         for g, t in enumerate(grid):
             for start in range(0, len(images), bs):
                 x = images[start : start + bs].to(device)

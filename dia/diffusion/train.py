@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from ema_pytorch import EMA
 from torchvision.utils import save_image
-from tqdm import tqdm
 
 from dia.config import DiffusionConfig
 from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.io import atomic_path
+from dia.progress import progress
 
 
 def _checkpoint(
@@ -81,7 +81,7 @@ def train_diffusion(
     losses: list[float] = []
     started = time.perf_counter()
     first_step = step
-    with tqdm(total=cfg.steps, initial=step, desc="diffusion", dynamic_ncols=True) as bar:
+    with progress(cfg.steps, "diffusion", initial=step) as bar:
         while step < cfg.steps:
             diffusion.train()
             total = 0.0

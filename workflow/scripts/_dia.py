@@ -4,11 +4,17 @@ Puts this checkout on ``sys.path`` (conda jobs drop PYTHONPATH and the env files
 project, so this is how ``dia`` is found with and without ``--use-conda``), sends all output to the
 rule's log, and turns a :class:`dia.errors.DiaError` into one line on the console and in the log
 with exit status 1 instead of a traceback.
+
+Snakemake deletes a job's log before it retries the job, so every attempt is also written to
+``<log>.attempts``; the next attempt starts its log with the earlier ones, each under an
+``=== attempt N`` header, and a successful attempt removes that file.
 """
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -23,16 +29,47 @@ def optional_input(snakemake, name: str) -> Path | None:
     return Path(path) if path else None
 
 
+ATTEMPT = "=== attempt"
+
+
+class _Tee:
+    """A text stream writing to several files (the log and its attempt history)."""
+
+    def __init__(self, *files: TextIO) -> None:
+        self.files = files
+
+    def write(self, text: str) -> int:
+        for f in self.files:
+            f.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for f in self.files:
+            f.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.files[0], name)  # encoding, fileno, isatty: the log's
+
+
 def run(snakemake, main: Callable[[], None]) -> None:
     console = sys.__stderr__
-    with open(snakemake.log[0], "w", buffering=1) as log:
-        sys.stdout = sys.stderr = log
+    log_path = Path(snakemake.log[0])
+    history = log_path.with_name(log_path.name + ".attempts")
+    earlier = history.read_text() if history.exists() else ""
+    attempt = sum(line.startswith(ATTEMPT) for line in earlier.splitlines()) + 1
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    with open(log_path, "w", buffering=1) as log, open(history, "a", buffering=1) as kept:
+        log.write(earlier)
+        stream = _Tee(log, kept)
+        stream.write(f"{ATTEMPT} {attempt}, started {started} ===\n")
+        sys.stdout = sys.stderr = stream
         try:
             main()
         except DiaError as exc:
             message = f"error: {exc}"
-            print(message, file=log)
+            print(message, file=stream)
             print(f"[{snakemake.rule}] {message}", file=console)
             sys.exit(1)
         finally:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    history.unlink()

@@ -1,0 +1,50 @@
+"""Progress bars that read well both in a terminal and in a job's log file.
+
+In a terminal a bar redraws in place. A log file (every Snakemake job's stderr) would collect
+those redraws as one endless line of carriage returns, so there each update becomes its own
+line, at most one per :data:`LOG_INTERVAL` seconds: step/total, rate, elapsed time, ETA and the
+loss where the loop sets one (``tail -f`` shows the job advancing).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+LOG_INTERVAL = 30.0  # seconds between progress lines in a log
+
+
+class _Lines:
+    """A stream that turns tqdm's carriage-return redraws into separate lines."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        for part in text.split("\r"):
+            line = part.rstrip("\n")
+            if line.strip():
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress(total: int | None, desc: str, **kwargs: Any) -> tqdm:
+    """A tqdm bar on stderr: redrawn in a terminal, one line per ``LOG_INTERVAL`` in a log."""
+    stream = sys.stderr
+    if stream.isatty():
+        return tqdm(total=total, desc=desc, file=stream, dynamic_ncols=True, **kwargs)
+    return tqdm(
+        total=total,
+        desc=desc,
+        file=_Lines(stream),
+        mininterval=LOG_INTERVAL,
+        maxinterval=LOG_INTERVAL,
+        ncols=100,
+        ascii=True,
+        **kwargs,
+    )
