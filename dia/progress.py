@@ -33,12 +33,20 @@ class _Lines:
         self.stream.flush()
 
 
+class _LogBar(tqdm):
+    """A bar whose postfix (the loss, set at every step) waits for the next timed line instead
+    of printing one of its own."""
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+
 def progress(total: int | None, desc: str, **kwargs: Any) -> tqdm:
     """A tqdm bar on stderr: redrawn in a terminal, one line per ``LOG_INTERVAL`` in a log."""
     stream = sys.stderr
     if stream.isatty():
         return tqdm(total=total, desc=desc, file=stream, dynamic_ncols=True, **kwargs)
-    return tqdm(
+    return _LogBar(
         total=total,
         desc=desc,
         file=_Lines(stream),

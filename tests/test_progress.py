@@ -25,9 +25,11 @@ def test_each_update_is_its_own_line_with_step_total_and_loss(
 
 
 def test_lines_are_rate_limited(capsys: pytest.CaptureFixture[str]) -> None:
-    """Thousands of fast updates within one interval give the first and the final line only."""
+    """Thousands of fast updates within one interval, each setting the loss as the training
+    loops do, give the first and the final line only."""
     with dia.progress.progress(10_000, "diffusion") as bar:
-        for _ in range(10_000):
+        for step in range(10_000):
             bar.update(1)
+            bar.set_postfix(loss=f"{1 / (step + 1):.4f}")
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) <= 3 and "10000/10000" in lines[-1]
