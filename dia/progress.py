@@ -1,13 +1,14 @@
 """Progress bars that read well both in a terminal and in a job's log file.
 
 In a terminal a bar redraws in place. A log file (every Snakemake job's stderr) would collect
-those redraws as one endless line of carriage returns, so there each update becomes its own
-line, at most one per :data:`LOG_INTERVAL` seconds: step/total, rate, elapsed time, ETA and the
-loss where the loop sets one (``tail -f`` shows the job advancing).
+those redraws as one endless line of carriage returns, so there a line is written at the first
+update :data:`LOG_INTERVAL` seconds or more after the previous one: step/total, rate, elapsed
+time, ETA and the loss where the loop sets one (``tail -f`` shows the job advancing).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, TextIO
 
@@ -51,7 +52,9 @@ def progress(total: int | None, desc: str, **kwargs: Any) -> tqdm:
         desc=desc,
         file=_Lines(stream),
         mininterval=LOG_INTERVAL,
-        maxinterval=LOG_INTERVAL,
+        # no forced redraws from tqdm's monitor thread: each would add a line between the timed
+        # ones (seen in a 30 s-per-step log as pairs of lines a few seconds apart)
+        maxinterval=math.inf,
         ncols=100,
         ascii=True,
         **kwargs,
