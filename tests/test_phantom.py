@@ -1,4 +1,4 @@
-"""The embedded phantom dataset: deterministic, balanced, and its lesion faint but real."""
+"""The phantom dataset: deterministic, balanced, oriented, its lesion small and local."""
 
 from __future__ import annotations
 
@@ -59,18 +59,35 @@ def test_anomalies_are_lesioned_normals():
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_lesion_is_faint_but_real_and_localised(seed):
-    radius = 2.0
+def test_lesion_is_small_local_and_textured(seed):
+    radius = 4.0
     normal = render_phantom(np.random.default_rng(seed), lesion_radius=radius).astype(float)
     lesioned = render_phantom(np.random.default_rng(seed), lesion=True, lesion_radius=radius)
-    diff = np.abs(lesioned.astype(float) - normal)
-    assert diff.mean() < 0.05 * normal.std()  # faint: tiny next to the image's own variation
-    assert diff.max() >= 5  # yet real: several grey levels at its centre
-    assert diff.max() < 0.5 * (normal.max() - normal.min())  # low contrast
+    diff = lesioned.astype(float) - normal
     rows, cols = np.nonzero(diff)
-    centre = np.unravel_index(diff.argmax(), diff.shape)
-    assert np.hypot(rows - centre[0], cols - centre[1]).max() <= radius + 3
-    assert len(rows) <= np.pi * (radius + 2) ** 2
+    centre = rows.mean(), cols.mean()
+    assert np.hypot(rows - centre[0], cols - centre[1]).max() <= radius + 3  # local
+    assert len(rows) <= 0.15 * normal.size  # small: a few percent of the image
+    core = np.hypot(*np.mgrid[0:28, 0:28] - np.array(centre)[:, None, None]) <= radius - 1
+    assert diff[core].mean() > 5  # brighter on average
+    assert diff[core].std() > 10  # and speckled: its pixels alternate around that mean
+
+
+def test_no_texture_no_speckle():
+    rng = np.random.default_rng
+    normal = render_phantom(rng(0)).astype(float)
+    smooth = render_phantom(rng(0), lesion=True, lesion_contrast=0.4, lesion_texture=0.0)
+    diff = smooth.astype(float) - normal
+    assert diff.min() >= -1 and diff.max() > 5  # a brightening, no dark speckle
+
+
+def test_rotation_changes_the_distribution():
+    """CSI and DIA learn by telling rotated images apart: the anatomy must have an up."""
+    images = make_phantom(n_train=64, n_val=2, n_test=2)["train"][0].astype(float)
+    top, bottom = images[:, 4:12, 8:20].mean(), images[:, 16:24, 8:20].mean()
+    left, right = images[:, 6:12, 6:14].mean(), images[:, 6:12, 14:22].mean()
+    assert bottom - top > 5  # brighter towards the bottom
+    assert right - left > 5  # the cavity darkens the upper left
 
 
 def test_write_npz_has_medmnist_layout(tmp_path):
@@ -89,7 +106,13 @@ def test_write_npz_has_medmnist_layout(tmp_path):
 
 @pytest.mark.parametrize(
     "override",
-    [{"n_val": -1}, {"anomaly_fraction": 1.5}, {"lesion_contrast": 0.0}, {"lesion_radius": 20}],
+    [
+        {"n_val": -1},
+        {"anomaly_fraction": 1.5},
+        {"lesion_contrast": 0.0, "lesion_texture": 0.0},
+        {"lesion_texture": 1.5},
+        {"lesion_radius": 20},
+    ],
 )
 def test_invalid_parameters(override):
     with pytest.raises(DiaError, match=r"datasets\.phantom"):

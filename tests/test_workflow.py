@@ -14,9 +14,11 @@ from dia.baselines import BASELINES
 from dia.config import SECTIONS, resolve, section_class
 from tests.conftest import ROOT, TINY_CONFIG, snakemake
 
-# Add-ons layered over config.yaml with a second --configfile, not configs of their own.
+# Add-ons layered with a second --configfile, not configs of their own: over config.yaml, and
+# demo_full.yaml over demo.yaml (tested below).
 ADD_ONS = [ROOT / "config" / "uniad_cifar.yaml"]
-CONFIGS = [*sorted(set((ROOT / "config").glob("*.yaml")) - set(ADD_ONS)), TINY_CONFIG]
+DEMO_FULL = ROOT / "config" / "demo_full.yaml"
+CONFIGS = [*sorted(set((ROOT / "config").glob("*.yaml")) - {*ADD_ONS, DEMO_FULL}), TINY_CONFIG]
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -134,6 +136,19 @@ def test_only_dia_runs_depend_on_the_diffusion_model() -> None:
         mine = [b for b in blocks if f"results/runs/{method}/" in b]
         assert len(mine) == 2, method  # two demo seeds
         assert all(("dissolved" in b) == (method == "dia") for b in mine), method
+
+
+def test_demo_full_adds_the_dissolving_ablation_to_the_demo() -> None:
+    def tables(*configs: str) -> set[str]:
+        result = snakemake("-n", "--configfile", *configs, "--replace-workflow-config")
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return set(re.findall(r"results/tables/(\w+)\.csv", result.stdout))
+
+    demo = tables("config/demo.yaml")
+    full = tables("config/demo.yaml", "config/demo_full.yaml")
+    assert {"table1_main", "table2_shift", "table3_resolution", "fig4_data_ratio"} <= demo
+    assert "ablation_dissolve" not in demo
+    assert full - demo == {"ablation_dissolve"}
 
 
 def _write_config(tmp_path: Path, edit) -> Path:
@@ -355,6 +370,16 @@ def test_parity_config_runs_native_and_official_twins() -> None:
             assert "resources/official/shijianjian__DIA.json" in block, block
         if "runs/rd4ad_official/" in block:
             assert "resources/official/hq-deng__RD4AD.json" in block, block
+
+
+def test_cpu_runs_take_no_gpu_resource() -> None:
+    """With ``device: cpu`` the GPU-stage jobs share the cores instead of queueing for one GPU."""
+    result = snakemake("-n", "--configfile", "config/demo.yaml", "--replace-workflow-config")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    jobs = _job_resources(result.stdout)
+    assert set(jobs) >= GPU_RULES
+    for rule in GPU_RULES:
+        assert all(resources.get("gpu") == "0" for resources in jobs[rule]), rule
 
 
 def test_default_profile_runs_gpu_jobs_one_at_a_time() -> None:

@@ -1,8 +1,9 @@
-"""The embedded ``phantom`` dataset: synthetic tissue where the anomaly is one faint, tiny lesion.
+"""The embedded ``phantom`` dataset: synthetic tissue where the anomaly is one small lesion.
 
 It needs no download or account, so the whole pipeline runs on a fresh machine, and it is
-fine-grained by construction: a normal and an anomalous image differ only in a few pixels whose
-contrast is a small fraction of the natural texture variation.
+fine-grained by construction: a normal and an anomalous image differ only in a disc a few pixels
+wide, whose mean brightness and fine speckled texture set it apart from smooth tissue. The
+speckle is the high-frequency detail that dissolving removes.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from dia.io import atomic_path
 
 _BACKGROUND = 0.06
 _TISSUE_MEAN = 0.55
-_TISSUE_STD = 0.12
+_TISSUE_STD = 0.03
 _NOISE_STD = 0.015
 _EDGE = 0.04  # organ boundary softness, in normalised coordinates
+_CAVITY_DEPTH = 0.6  # relative darkening at the cavity's centre
+_SHADING = 0.2  # relative brightening from the organ's centre to its bottom edge
 
 
 def render_phantom(
@@ -26,14 +29,16 @@ def render_phantom(
     size: int = 28,
     *,
     lesion: bool = False,
-    lesion_radius: float = 2.0,
-    lesion_contrast: float = 0.25,
+    lesion_radius: float = 4.0,
+    lesion_contrast: float = 0.4,
+    lesion_texture: float = 0.6,
 ) -> np.ndarray:
     """Render one ``(size, size)`` uint8 image from ``rng``.
 
     All tissue and noise draws come before the lesion draws, so two generators in the same state
     give the same image with and without its lesion (what the tests compare).
-    ``lesion_radius`` is in pixels; ``lesion_contrast`` is a fraction of the tissue's 2-98
+    ``lesion_radius`` is in pixels; ``lesion_contrast`` (brightness offset) and
+    ``lesion_texture`` (amplitude of a per-pixel +-1 speckle) are fractions of the tissue's 2-98
     percentile intensity range.
     """
     yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size * 2.0 - 1.0
@@ -43,22 +48,33 @@ def render_phantom(
     image *= 1.0 - 0.25 * (xx**2 + yy**2) / 2.0
     image += rng.normal(0.0, _NOISE_STD, image.shape)
     if lesion:
-        lo, hi = np.percentile(image[organ > 0.5], [2, 98])
-        image += lesion_contrast * (hi - lo) * _lesion(rng, inside, size, lesion_radius)
+        lo, hi = np.percentile(image[inside], [2, 98])
+        disc = _lesion(rng, inside, size, lesion_radius)
+        speckle = rng.choice((-1.0, 1.0), image.shape)
+        image += (hi - lo) * disc * (lesion_contrast + lesion_texture * speckle)
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def _organ(
     rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A soft elliptical organ mask and the pixels safely inside it (where lesions may sit)."""
-    cx, cy = rng.uniform(-0.12, 0.12, 2)
-    a, b = rng.uniform(0.65, 0.9, 2)
-    theta = rng.uniform(0.0, np.pi)
+    """A soft organ mask with an anatomy, and the pixels safely inside it (where lesions may sit).
+
+    The organ is a near-upright ellipse, taller than wide, with a dark cavity in its upper left
+    and brighter tissue towards the bottom, so that a 90-degree rotation is as visible as it is in
+    a chest X-ray: CSI and DIA learn by telling rotated images apart.
+    """
+    cx, cy = rng.uniform(-0.04, 0.04, 2)
+    a, b = rng.uniform(0.6, 0.66), rng.uniform(0.84, 0.9)
+    theta = rng.uniform(-0.05, 0.05)
     u = (xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)
     v = -(xx - cx) * np.sin(theta) + (yy - cy) * np.cos(theta)
     dist = np.sqrt((u / a) ** 2 + (v / b) ** 2)
-    return 1.0 / (1.0 + np.exp((dist - 1.0) / _EDGE)), dist < 0.6
+    organ = 1.0 / (1.0 + np.exp((dist - 1.0) / _EDGE))
+    cu, cv, r = rng.uniform(-0.45, -0.3), rng.uniform(-0.5, -0.35), rng.uniform(0.18, 0.25)
+    cavity = np.exp(-((u / a - cu) ** 2 + (v / b - cv) ** 2) / (2.0 * r**2))
+    shading = (1.0 - _CAVITY_DEPTH * cavity) * (1.0 + _SHADING * v / b)
+    return organ * shading, (dist < 0.6) & (cavity < 0.3)
 
 
 def _texture(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
@@ -98,8 +114,9 @@ def make_phantom(
     n_test: int,
     size: int = 28,
     anomaly_fraction: float = 0.5,
-    lesion_radius: float = 2.0,
-    lesion_contrast: float = 0.25,
+    lesion_radius: float = 4.0,
+    lesion_contrast: float = 0.4,
+    lesion_texture: float = 0.6,
     seed: int = 0,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Generate ``{split: (images uint8 (N,H,W), labels int64 (N,))}``; label 1 = lesion.
@@ -107,7 +124,16 @@ def make_phantom(
     Train holds normals only; val and test hold ``round(n * anomaly_fraction)`` anomalies. Each
     split and image has its own seed stream, so changing one split's size leaves the others alone.
     """
-    _validate(n_train, n_val, n_test, size, anomaly_fraction, lesion_radius, lesion_contrast)
+    _validate(
+        n_train,
+        n_val,
+        n_test,
+        size,
+        anomaly_fraction,
+        lesion_radius,
+        lesion_contrast,
+        lesion_texture,
+    )
     counts = {"train": n_train, "val": n_val, "test": n_test}
     streams = np.random.SeedSequence(seed).spawn(len(counts))
     out = {}
@@ -125,6 +151,7 @@ def make_phantom(
                 lesion=bool(label),
                 lesion_radius=lesion_radius,
                 lesion_contrast=lesion_contrast,
+                lesion_texture=lesion_texture,
             )
         out[split] = (images, labels)
     return out
@@ -138,13 +165,16 @@ def _validate(
     anomaly_fraction: float,
     lesion_radius: float,
     lesion_contrast: float,
+    lesion_texture: float,
 ) -> None:
     problems = [
         (min(n_train, n_val, n_test) < 0, "n_train/n_val/n_test must be >= 0"),
         (size < 8, f"size must be >= 8, got {size}"),
         (not 0.0 <= anomaly_fraction <= 1.0, "anomaly_fraction must be in [0, 1]"),
         (not 0.0 < lesion_radius <= size / 4, f"lesion_radius must be in (0, {size / 4}]"),
-        (not 0.0 < lesion_contrast <= 1.0, "lesion_contrast must be in (0, 1]"),
+        (not 0.0 <= lesion_contrast <= 1.0, "lesion_contrast must be in [0, 1]"),
+        (not 0.0 <= lesion_texture <= 1.0, "lesion_texture must be in [0, 1]"),
+        (lesion_contrast + lesion_texture == 0.0, "lesion_contrast + lesion_texture must be > 0"),
     ]
     for bad, message in problems:
         if bad:

@@ -213,3 +213,8 @@ def run_layers(wildcards):
 
 def device():
     return config.get("device", "auto")
+
+
+# The `gpu` resource each GPU-stage job takes: none when the config runs on the CPU, so that
+# a CPU run's jobs share the cores instead of queueing for the profile's one GPU.
+GPUS = 0 if device() == "cpu" else 1

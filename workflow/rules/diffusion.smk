@@ -19,7 +19,7 @@ rule train_diffusion:
         "../../envs/dia.yaml"
     threads: 4
     resources:
-        gpu=1,
+        gpu=GPUS,
         mem_mb=16000,
         runtime=1440,
     params:
@@ -48,7 +48,7 @@ rule dissolve_cache:
         "../../envs/dia.yaml"
     threads: 4
     resources:
-        gpu=1,
+        gpu=GPUS,
         mem_mb=16000,
         runtime=240,
     params:

@@ -15,7 +15,7 @@ rule train:
         "../../envs/dia.yaml"
     threads: 4
     resources:
-        gpu=1,
+        gpu=GPUS,
         mem_mb=16000,
         runtime=1440,
     params:
@@ -48,7 +48,7 @@ rule score:
         "../../envs/dia.yaml"
     threads: 4
     resources:
-        gpu=1,
+        gpu=GPUS,
         mem_mb=8000,
         runtime=120,
     params:
