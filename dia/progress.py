@@ -8,8 +8,10 @@ time, ETA and the loss where the loop sets one (``tail -f`` shows the job advanc
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from tqdm import tqdm
@@ -47,6 +49,7 @@ def progress(total: int | None, desc: str, **kwargs: Any) -> tqdm:
     stream = sys.stderr
     if stream.isatty():
         return tqdm(total=total, desc=desc, file=stream, dynamic_ncols=True, **kwargs)
+    kwargs.pop("leave", None)  # a log keeps every bar's final line, nested ones included
     return _LogBar(
         total=total,
         desc=desc,
@@ -59,3 +62,14 @@ def progress(total: int | None, desc: str, **kwargs: Any) -> tqdm:
         ascii=True,
         **kwargs,
     )
+
+
+@contextlib.contextmanager
+def library_bars() -> Iterator[None]:
+    """Split the redraws of a library's own tqdm bar (which we cannot configure, e.g. the
+    diffusion package's sampling loop) into lines when stderr is a log."""
+    if sys.stderr.isatty():
+        yield
+        return
+    with contextlib.redirect_stderr(_Lines(sys.stderr)):  # type: ignore[type-var]
+        yield

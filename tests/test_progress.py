@@ -33,3 +33,33 @@ def test_lines_are_rate_limited(capsys: pytest.CaptureFixture[str]) -> None:
             bar.set_postfix(loss=f"{1 / (step + 1):.4f}")
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) <= 3 and "10000/10000" in lines[-1]
+
+
+def test_a_library_bar_is_split_into_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """A third-party tqdm bar (default file: sys.stderr at construction) inside
+    ``library_bars`` writes lines, not one line of carriage returns."""
+    from tqdm import tqdm
+
+    with dia.progress.library_bars():
+        for _ in tqdm(range(3), desc="sampling loop time step", mininterval=0.0):
+            pass
+    text = capsys.readouterr().err
+    assert "\r" not in text
+    assert len(text.splitlines()) >= 2 and "3/3" in text.splitlines()[-1]
+
+
+def test_scores_and_features_write_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    """Scoring (the score stage and in-training evaluations) shows its progress in the log."""
+    import torch
+
+    from dia.config import ScoreConfig
+    from dia.contrastive.resnet import ResNet18
+    from dia.evaluation.score import extract_features
+
+    model = ResNet18(width=8)
+    cfg = ScoreConfig(samples=2, batch_size=4)
+    extract_features(
+        model, torch.rand(8, 3, 16, 16), shift="rotation", cfg=cfg, image_size=16, hue=0.1
+    )
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and lines[-1].startswith("features:") and "4/4" in lines[-1]

@@ -96,10 +96,12 @@ def score_images(
     """Anomaly scores of every image, in order."""
     was_training = model.training
     model.eval()
-    out = [
-        model.anomaly_score(images[i : i + batch_size].to(device)).float().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    out = []
+    starts = range(0, len(images), batch_size)
+    with progress(len(starts), "scores", leave=False) as bar:
+        for i in starts:
+            out.append(model.anomaly_score(images[i : i + batch_size].to(device)).float().cpu())
+            bar.update()
     model.train(was_training)
     return torch.cat(out).numpy()
 

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dia.errors import DiaError
 from dia.io import bytes_digest
+from dia.progress import progress
 
 if TYPE_CHECKING:
     from dia.data.views import View
@@ -76,11 +77,17 @@ def decode_images(
     """
     files = [Path(root) / p for p in paths]
     chunks = [(files[i : i + _CHUNK], view) for i in range(0, len(files), _CHUNK)]
-    if workers > 1 and len(chunks) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1)) as pool:
-            decoded = [item for chunk in pool.map(_decode_chunk, chunks) for item in chunk]
-    else:
-        decoded = [item for chunk in map(_decode_chunk, chunks) for item in chunk]
+    decoded = []
+    with progress(len(files), "decode") as bar:
+        if workers > 1 and len(chunks) > 1:
+            with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1)) as pool:
+                for chunk in pool.map(_decode_chunk, chunks):
+                    decoded.extend(chunk)
+                    bar.update(len(chunk))
+        else:
+            for chunk in map(_decode_chunk, chunks):
+                decoded.extend(chunk)
+                bar.update(len(chunk))
     if not decoded:
         raise DiaError(f"no images to decode under {root}")
     shapes = {image.shape[:2] for image, _ in decoded}

@@ -19,7 +19,7 @@ from torchvision.utils import save_image
 from dia.config import DiffusionConfig
 from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.io import atomic_path
-from dia.progress import progress
+from dia.progress import library_bars, progress
 
 
 def _checkpoint(
@@ -109,7 +109,7 @@ def train_diffusion(
 
     save_diffusion(model_path, diffusion, ema.ema_model, cfg)
     ema.ema_model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), library_bars():
         samples = ema.ema_model.sample(batch_size=cfg.n_samples)
     with atomic_path(samples_path) as tmp:
         save_image(samples, tmp, nrow=max(1, int(cfg.n_samples**0.5)), format="png")

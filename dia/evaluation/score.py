@@ -20,6 +20,7 @@ from dia.contrastive.augment import SimCLRAugment, random_hflip
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.shifts import NUM_SHIFTS, SHIFTS, shift_all
 from dia.data.prepare import ImageBatches
+from dia.progress import progress
 
 
 class ShiftFeatures(NamedTuple):
@@ -61,9 +62,11 @@ def extract_features(
     k = NUM_SHIFTS
     proj_sum: torch.Tensor | None = None
     logit_sum = torch.zeros(len(images), k)
+    starts = range(0, len(images), cfg.batch_size)
+    bar = progress(cfg.samples * len(starts), "features", leave=False)
     for s in range(cfg.samples):
         gen = torch.Generator(device).manual_seed(s)
-        for start in range(0, len(images), cfg.batch_size):
+        for start in starts:
             x = images[start : start + cfg.batch_size].to(device)
             b = len(x)
             views = aug(_shifted(x, shift, cfg.flip, gen), gen)
@@ -75,6 +78,8 @@ def extract_features(
                 proj_sum = torch.zeros(len(images), k, proj.shape[-1])
             proj_sum[start : start + b] += proj
             logit_sum[start : start + b] += correct
+            bar.update()
+    bar.close()
     model.train(was_training)
     assert proj_sum is not None
     return ShiftFeatures(proj_sum / cfg.samples, logit_sum / cfg.samples)
