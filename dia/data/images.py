@@ -36,15 +36,23 @@ def pixel_sha256(pixels: np.ndarray) -> str:
     return bytes_digest(header + np.ascontiguousarray(pixels).tobytes())
 
 
+_WIDE_MODES = frozenset({"I", "F"})  # Pillow's 32-bit integer and float modes; "I;16*" too
+
+
 def decode_image(path: Path, view: View | None) -> tuple[np.ndarray, str]:
     """(RGB uint8 image resized to ``view`` (native when None), sha256 of the native pixels)."""
     try:
         with Image.open(path) as img:
+            if img.mode in _WIDE_MODES or img.mode.startswith("I;"):
+                raise DiaError(
+                    f"{path} has pixel mode {img.mode} (more than 8 bits per pixel), which "
+                    f"would be clipped to 8 bits; convert it to 8-bit grayscale or RGB first"
+                )
             rgb = img.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise DiaError(
-            f"cannot decode image {path} ({exc}); replace it with an intact copy from the "
-            f"official archive (or delete the extracted folder and re-run the download)"
+            f"cannot decode image {path} ({exc}); replace it with an intact copy (for an official "
+            f"dataset: delete the extracted folder and re-run the download)"
         ) from exc
     digest = pixel_sha256(np.asarray(rgb))
     if view is not None:

@@ -158,7 +158,71 @@ def list_aptos2019(root: Path) -> Listing:
     return Listing(top, paths, labels, [None] * len(paths))
 
 
+FOLDER_SPLITS = ("train", "val", "test")
+
+
+def list_folder(root: Path) -> Listing:
+    """A user's own images, one folder per class, in either of two layouts.
+
+    ``train/<class>/``, ``test/<class>/`` and optionally ``val/<class>/`` (anomalib's and BMAD's
+    layout: those splits are kept, validation is carved from train when there is no ``val/``), or
+    ``<class>/`` at the top (every split is generated). Images sit directly in their class folder;
+    sub-folders of a class folder (e.g. segmentation masks) are not read. Wrapping folders, as an
+    archive of the folder has, are stepped into.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DiaError(f"{root} is not a folder; point the dataset's local_path at your images")
+    while len(subs := _subfolders(root)) == 1 and subs[0].name not in FOLDER_SPLITS:
+        if _images_in(root):
+            break
+        root = subs[0]
+    splits = [s for s in FOLDER_SPLITS if (root / s).is_dir()]
+    if splits and not {"train", "test"} <= set(splits):
+        raise DiaError(
+            f"{root} has {'/, '.join(splits)}/ but needs both train/ and test/ (and optionally "
+            f"val/), each with one folder per class"
+        )
+    parts = [(root / s, s) for s in splits] or [(root, None)]
+    listings = [_class_folders(root, _classes(folder), split) for folder, split in parts]
+    return Listing(
+        root,
+        [p for part in listings for p in part.paths],
+        [r for part in listings for r in part.raw_labels],
+        [s for part in listings for s in part.official],
+    )
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(
+        c for c in folder.iterdir() if c.is_dir() and not c.name.startswith((".", "__MACOSX"))
+    )
+
+
+def _classes(folder: Path) -> list[Path]:
+    """The class folders of ``folder``; an empty one or loose images are errors, not skipped."""
+    classes = _subfolders(folder)
+    if not classes:
+        raise DiaError(
+            f"{folder} has no class folders; put the images in one folder per class, e.g. "
+            f"{folder / 'good'} and {folder / 'lesion'}"
+        )
+    if loose := _images_in(folder):
+        raise DiaError(
+            f"{loose[0]} and {len(loose) - 1} other image(s) sit outside a class folder; move "
+            f"them into the folder of their class under {folder}"
+        )
+    for c in classes:
+        if not _images_in(c):
+            raise DiaError(
+                f"class folder {c} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add "
+                f"its images or remove the folder"
+            )
+    return classes
+
+
 LISTERS: dict[str, Callable[[Path], Listing]] = {
+    "folder": list_folder,
     "sarscov2": list_sarscov2,
     "kvasir": list_kvasir,
     "kermany": list_kermany,

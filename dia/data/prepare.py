@@ -147,6 +147,12 @@ def prepare_from_listing(
         {"id": p, "path": p, "sha256": d, "raw_label": r, "label": binary[r], "split": s}
         for p, d, r, s in zip(paths, sha256, raw, splits, strict=True)
     ]
+    if not any(row["split"] == "train" and row["label"] == 0 for row in rows):
+        raise DiaError(
+            f"no normal image ({', '.join(map(str, normal_labels))}) in the training split of "
+            f"{listing.root}; the methods train on normal images only: add some, or fix "
+            f"normal_labels"
+        )
     _write(Path(out_dir), rows, images)
 
 

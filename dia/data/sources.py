@@ -35,7 +35,7 @@ KAGGLE: dict[str, Kaggle] = {
 }
 KVASIR_URL = "https://datasets.simula.no/downloads/kvasir/kvasir-dataset-v2.zip"
 CIFAR = ("cifar10", "cifar100")
-FILE_SOURCES = (*KAGGLE, "kvasir", *CIFAR)
+FILE_SOURCES = (*KAGGLE, "kvasir", *CIFAR, "folder")
 SOURCE_JSON = "source.json"
 
 
@@ -48,6 +48,11 @@ def check_layout(source: str, root: Path) -> None:
 
 
 def _download_archive(source: str, dataset: str, raw_dir: Path) -> Path:
+    if source == "folder":
+        raise DiaError(
+            f"datasets.{dataset}.local_path is not set; a `folder` dataset is read from your own "
+            f"folder of images: set local_path to it"
+        )
     if source in KAGGLE:
         entry = KAGGLE[source]
         return kaggle_download(entry.kind, entry.ref, raw_dir / "archive.zip", dataset=dataset)

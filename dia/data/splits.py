@@ -71,7 +71,9 @@ def assign_splits(
 
     ``official`` gives each image's official split (or None). Images with an official split keep
     it; when the official split has no ``val``, validation is carved from the official ``train``
-    images with ``spec.val_fraction`` (normals and anomalies alike, stratified). Images without an
+    images with ``spec.val_fraction`` (normals and anomalies alike, stratified), and for a class
+    with no official training image (a defect class that only ``test`` holds) from its ``test``
+    images. Images without an
     official split get ``test_fraction`` test, ``val_fraction`` val and the rest train.
     """
     n = len(paths)
@@ -79,19 +81,24 @@ def assign_splits(
     if not len(sha256) == len(raw_labels) == len(official) == n:
         raise ValueError("paths, sha256, raw_labels and official must have the same length")
     has_val = "val" in official
+    in_train = {
+        label for label, split in zip(raw_labels, official, strict=True) if split == "train"
+    }
     keys = _group_keys(paths, sha256)
     out: list[str | None] = list(official)
     pools: dict[tuple[str, str | None], list[int]] = defaultdict(list)
     for i, split in enumerate(official):
-        if split is None or (split == "train" and not has_val):
+        # a class the official train split lacks (anomalib's test/<defect>) gives val from test
+        carve = split == "train" or (split == "test" and raw_labels[i] not in in_train)
+        if split is None or (carve and not has_val):
             pools[(raw_labels[i], split)].append(i)
     for (_, split), members in sorted(pools.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         fractions = (
-            {"val": spec.val_fraction}
-            if split == "train"
-            else {"test": spec.test_fraction, "val": spec.val_fraction}
+            {"test": spec.test_fraction, "val": spec.val_fraction}
+            if split is None
+            else {"val": spec.val_fraction}
         )
-        _fill(out, members, keys, spec.seed, fractions)
+        _fill(out, members, keys, spec.seed, fractions, rest=split or "train")
     return [s if s is not None else "train" for s in out]
 
 
@@ -101,8 +108,10 @@ def _fill(
     keys: list[str],
     seed: int,
     fractions: dict[str, float],
+    rest: str = "train",
 ) -> None:
-    """Give the lowest-ranked groups of ``members`` the splits in ``fractions``, the rest train."""
+    """Give the lowest-ranked groups of ``members`` the splits in ``fractions``, the rest
+    ``rest``."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i in members:
         groups[keys[i]].append(i)
@@ -118,7 +127,7 @@ def _fill(
             position += 1
     for key in order[position:]:
         for i in groups[key]:
-            out[i] = "train"
+            out[i] = rest
 
 
 def write_frozen(
