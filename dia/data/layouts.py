@@ -165,10 +165,11 @@ def list_folder(root: Path) -> Listing:
     """A user's own images, one folder per class, in either of two layouts.
 
     ``train/<class>/``, ``test/<class>/`` and optionally ``val/<class>/`` (anomalib's and BMAD's
-    layout: those splits are kept, validation is carved from train when there is no ``val/``), or
-    ``<class>/`` at the top (every split is generated). Images sit directly in their class folder;
-    sub-folders of a class folder (e.g. segmentation masks) are not read. Wrapping folders, as an
-    archive of the folder has, are stepped into.
+    layout: those splits are kept; without ``val/``, validation is carved as
+    :func:`dia.data.splits.assign_splits` says), or ``<class>/`` at the top (every split is
+    generated). Images sit directly in their class folder; sub-folders of a class folder (e.g.
+    segmentation masks) are not read. Wrapping folders, as an archive of the folder has, are
+    stepped into.
     """
     root = Path(root)
     if not root.is_dir():

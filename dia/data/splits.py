@@ -73,8 +73,8 @@ def assign_splits(
     it; when the official split has no ``val``, validation is carved from the official ``train``
     images with ``spec.val_fraction`` (normals and anomalies alike, stratified), and for a class
     with no official training image (a defect class that only ``test`` holds) from its ``test``
-    images. Images without an
-    official split get ``test_fraction`` test, ``val_fraction`` val and the rest train.
+    images. Images without an official split get ``test_fraction`` test, ``val_fraction`` val
+    and the rest train.
     """
     n = len(paths)
     official = list(official) if official is not None else [None] * n
