@@ -36,7 +36,6 @@ KAGGLE: dict[str, Kaggle] = {
 KVASIR_URL = "https://datasets.simula.no/downloads/kvasir/kvasir-dataset-v2.zip"
 CIFAR = ("cifar10", "cifar100")
 FILE_SOURCES = (*KAGGLE, "kvasir", *CIFAR, "folder")
-SOURCE_JSON = "source.json"
 
 
 def check_layout(source: str, root: Path) -> None:
