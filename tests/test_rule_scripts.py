@@ -54,3 +54,16 @@ def test_a_killed_attempt_leaves_its_output_for_the_next(tmp_path: Path) -> None
     _dia.run(_job(log), lambda: print("step 100/100"))
     text = log.read_text()
     assert text.startswith("=== attempt 1") and "step 40/100\n=== attempt 2" in text
+
+
+def test_an_unexpected_exception_leaves_its_traceback_in_the_log(tmp_path: Path) -> None:
+    """Not only on the console: the rule's log is where Snakemake points the user."""
+    log = tmp_path / "train.log"
+
+    def breaks() -> None:
+        raise ValueError("AUROC/AUPRC need both normal and anomalous samples")
+
+    with pytest.raises(ValueError):
+        _dia.run(_job(log), breaks)
+    text = log.read_text()
+    assert "Traceback" in text and "ValueError: AUROC/AUPRC need both" in text

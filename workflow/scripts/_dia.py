@@ -3,7 +3,8 @@
 Puts this checkout on ``sys.path`` (conda jobs drop PYTHONPATH and the env files never install the
 project, so this is how ``dia`` is found with and without ``--use-conda``), sends all output to the
 rule's log, and turns a :class:`dia.errors.DiaError` into one line on the console and in the log
-with exit status 1 instead of a traceback.
+with exit status 1 instead of a traceback. Any other exception is a bug or an environment fault:
+its traceback goes to the log too (not only to the console), and it is raised again.
 
 Snakemake deletes a job's log before it retries the job, so every attempt is also written to
 ``<log>.attempts``; the next attempt starts its log with the earlier ones, each under an
@@ -12,6 +13,7 @@ Snakemake deletes a job's log before it retries the job, so every attempt is als
 
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -70,6 +72,9 @@ def run(snakemake, main: Callable[[], None]) -> None:
             print(message, file=stream)
             print(f"[{snakemake.rule}] {message}", file=console)
             sys.exit(1)
+        except Exception:
+            traceback.print_exc(file=stream)
+            raise
         finally:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     history.unlink()
