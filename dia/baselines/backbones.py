@@ -17,6 +17,18 @@ from torch import nn
 
 from dia.errors import DiaError
 
+# The ImageNet statistics every official baseline normalises its inputs with (torchvision's).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def register_imagenet_stats(module: nn.Module, mean: str = "mean", std: str = "std") -> None:
+    """Give ``module`` non-persistent (1, 3, 1, 1) buffers ``mean`` and ``std``: they follow
+    the module's device without entering its checkpoints."""
+    module.register_buffer(mean, torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+    module.register_buffer(std, torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+
 # torchvision builder -> the weights the official baseline code loads (all ImageNet-1k V1)
 TORCHVISION_WEIGHTS = {
     "vgg16": "VGG16_Weights",

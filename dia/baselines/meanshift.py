@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dia.baselines.backbones import torchvision_backbone
+from dia.baselines.backbones import register_imagenet_stats, torchvision_backbone
 from dia.baselines.base import BaselineModel
 from dia.config import BaselineConfig
 from dia.contrastive.augment import hsv_to_rgb, random_hflip, rgb_to_hsv
@@ -68,8 +68,6 @@ from dia.data.prepare import ImageBatches
 from dia.data.views import View
 from dia.errors import DiaError
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 _LUMA = (0.299, 0.587, 0.114)  # PIL's convert("L"), which the official PIL pipeline uses
 _CROP_RATIO = (3 / 4, 4 / 3)  # torchvision RandomResizedCrop default
 _CROP_TRIALS = 10  # torchvision RandomResizedCrop.get_params
@@ -202,8 +200,7 @@ class MeanShift(BaselineModel):
             module.requires_grad_(False)
         # Saved with the model so a resumed run keeps the centre of the pretrained network.
         self.register_buffer("center", torch.zeros(dim))
-        self.register_buffer("pixel_mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), False)
+        register_imagenet_stats(self, "pixel_mean", "pixel_std")
         self.bank: Tensor | None = None
         self.train()
 

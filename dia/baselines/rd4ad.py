@@ -61,14 +61,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from dia.baselines.backbones import torchvision_backbone
+from dia.baselines.backbones import register_imagenet_stats, torchvision_backbone
 from dia.baselines.base import BaselineModel, resize_square
 from dia.config import BaselineConfig
 from dia.contrastive.resnet import kaiming_init
 from dia.errors import DiaError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # dataset.get_data_transforms
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,8 +250,7 @@ class RD4AD(BaselineModel):
         self.decoder = _Decoder(arch)
         kaiming_init(self.ocbe)  # the official initialisation of the trained parts
         kaiming_init(self.decoder)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        register_imagenet_stats(self)
         self.train()
 
     def encoder_parameters(self) -> list[nn.Parameter]:

@@ -62,13 +62,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dia.baselines.backbones import timm_backbone
+from dia.baselines.backbones import register_imagenet_stats, timm_backbone
 from dia.baselines.base import BaselineModel, resize_square
 from dia.config import BaselineConfig
 from dia.errors import DiaError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SCORES = ("max", "mean", "std")
 
 
@@ -308,8 +306,7 @@ class UniAD(BaselineModel):
         self.backbone.eval()
         channels = sum(self.backbone.feature_info.channels())
         self.reconstruction = _Reconstructor(channels, self.grid, cfg)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        register_imagenet_stats(self)
 
     def train(self, mode: bool = True) -> UniAD:
         super().train(mode)

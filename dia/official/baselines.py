@@ -75,11 +75,16 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader, Dataset
 
-from dia.baselines.backbones import torchvision_backbone
+from dia.baselines.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    register_imagenet_stats,
+    torchvision_backbone,
+)
 from dia.baselines.base import BaselineModel, evaluated, fit_baseline, resize_square
 from dia.baselines.kdad import KDADConfig
 from dia.baselines.meanshift import MeanShiftConfig
-from dia.baselines.rd4ad import IMAGENET_MEAN, IMAGENET_STD, RD4ADConfig
+from dia.baselines.rd4ad import RD4ADConfig
 from dia.baselines.uniad import UniADConfig
 from dia.contrastive.train import TrainState
 from dia.data.prepare import ImageBatches
@@ -312,8 +317,7 @@ class OfficialRD4AD(BaselineModel):
         self.encoder.load_state_dict(backbone.state_dict())
         self.encoder.requires_grad_(False)
         self.decoder = getattr(self.official["de_resnet"], decoder)(pretrained=False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        register_imagenet_stats(self)
         self.train()
 
     def train(self, mode: bool = True) -> OfficialRD4AD:
@@ -653,8 +657,7 @@ class OfficialUniAD(_Driven):
         with _patched(helper, importlib=modules), _patched(misc, importlib=modules):
             misc.update_config(self.config)
             self.helper = helper.ModelHelper(self.config.net)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        register_imagenet_stats(self)
 
     def _config(self) -> Any:
         """experiments/MVTec-AD/config.yaml with our settings (EasyDict, as main() reads it)."""

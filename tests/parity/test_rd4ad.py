@@ -22,7 +22,8 @@ import pytest
 import torch
 from torch import nn
 
-from dia.baselines.rd4ad import IMAGENET_MEAN, IMAGENET_STD, RD4AD, RD4ADConfig
+from dia.baselines.backbones import IMAGENET_MEAN, IMAGENET_STD
+from dia.baselines.rd4ad import RD4AD, RD4ADConfig
 from tests.parity.conftest import importer, official_folder, randomise_batch_norms
 
 KEY = "hq-deng__RD4AD"

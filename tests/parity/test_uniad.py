@@ -22,7 +22,8 @@ import torch
 import yaml
 from torch import nn
 
-from dia.baselines.uniad import IMAGENET_MEAN, IMAGENET_STD, UniAD, UniADConfig, neighbour_mask
+from dia.baselines.backbones import IMAGENET_MEAN, IMAGENET_STD
+from dia.baselines.uniad import UniAD, UniADConfig, neighbour_mask
 from dia.official.imports import legacy_runtime
 from tests.conftest import ROOT
 from tests.parity.conftest import importer, official_folder
