@@ -63,3 +63,16 @@ def test_scores_and_features_write_progress(capsys: pytest.CaptureFixture[str]) 
     )
     lines = capsys.readouterr().err.splitlines()
     assert lines and lines[-1].startswith("features:") and "4/4" in lines[-1]
+
+
+def test_official_loops_advance_a_bar_per_batch_they_draw() -> None:
+    """The official CSI/DIA epoch loop prints nothing: the loader it iterates counts for it."""
+    from dia.official.contrastive import _Counted
+
+    with dia.progress.progress(10, "dia (official)") as bar:
+        loader = _Counted([1, 2, 3, 4], bar)
+        assert len(loader) == 4
+        for batch in loader:
+            if batch == 3:  # the official loop breaks out after its batch budget
+                break
+        assert bar.n == 2

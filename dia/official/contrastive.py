@@ -40,6 +40,7 @@ from dia.diffusion.model import load_diffusion
 from dia.errors import DiaError
 from dia.io import atomic_path
 from dia.official.imports import import_official
+from dia.progress import progress
 
 MODULES = (
     "models.classifier",
@@ -237,6 +238,25 @@ def _loader(images: ImageBatches, batch_size: int, *, shuffle: bool) -> DataLoad
     return DataLoader(_Images(images), batch_size=batch_size, shuffle=shuffle)
 
 
+class _Counted:
+    """A loader that advances a progress bar for every batch the official loop draws from it
+    (the loop itself prints nothing a log could show)."""
+
+    def __init__(self, loader: DataLoader, bar: Any) -> None:
+        self.loader, self.bar = loader, bar
+
+    def __iter__(self) -> Any:
+        for batch in self.loader:
+            yield batch
+            self.bar.update()
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
 class _Logger:
     """Collects the epoch averages the official loop reports through its logger."""
 
@@ -290,7 +310,6 @@ def train_official(
     linear_optim = torch.optim.Adam(
         linear.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
     )
-    loader = _loader(normals, cfg.batch_size, shuffle=True)
     opts = run.training_namespace()
     simclr_aug = run.augmentation(opts)
     state = TrainState()
@@ -301,6 +320,8 @@ def train_official(
     per_epoch = batches_per_epoch(cfg, len(normals))
     # The official loop steps its scheduler with an explicit epoch, which torch deprecates.
     warnings.filterwarnings("ignore", "The epoch parameter in `scheduler.step", UserWarning)
+    bar = progress(cfg.epochs * per_epoch, f"{cfg.method} (official)", initial=state.step)
+    loader = _Counted(_loader(normals, cfg.batch_size, shuffle=True), bar)
     while state.epoch < cfg.epochs:
         logger = _Logger()
         started = time.perf_counter()
@@ -325,6 +346,8 @@ def train_official(
             logger.scalars.get("loss_sim", np.nan),
             logger.scalars.get("loss_shift", np.nan),
         )
+        bar.n = state.step  # the official loop may draw one batch more than it trains on
+        bar.set_postfix(epoch=state.epoch, loss=f"{sim + shift:.3f}")
         state.log.append(
             {
                 "epoch": state.epoch,
@@ -339,6 +362,7 @@ def train_official(
         if evaluate and state.epoch % cfg.eval_every_epochs == 0 and state.epoch < cfg.epochs:
             state.evals.append((state.epoch, evaluate(model)))
         _save(state_file, model, optimizer, scheduler, linear_optim, state)
+    bar.close()
     return model, state
 
 
