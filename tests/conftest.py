@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -42,6 +44,25 @@ def snakemake(
         return subprocess.run(
             cmd, cwd=scratch, capture_output=True, text=True, timeout=timeout, env=env
         )
+
+
+def tiny_config(tmp_path: Path, datasets: dict, baselines: tuple[str, ...] = ()) -> Path:
+    """tiny.yaml at one seed on ``datasets`` instead of phantom, with ``baselines`` added to
+    CSI and DIA (at tiny.yaml's sizes); written to ``tmp_path/config.yaml``."""
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["seeds"] = [0]
+    config["datasets"] = datasets
+    config.pop("variants")  # tiny.yaml's variants are defined on the phantom dataset
+    config["methods"] |= {m: {"model": m} for m in baselines}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def table1_cells(work: Path) -> set[tuple[str, str]]:
+    """(method, dataset) of every row of a finished run's Table 1."""
+    with open(work / "results" / "tables" / "table1_main.csv") as f:
+        return {(row["method"], row["dataset"]) for row in csv.DictReader(f)}
 
 
 def run_workflow(work: Path, config: Path) -> subprocess.CompletedProcess[str]:

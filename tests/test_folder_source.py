@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from dia.data.layouts import list_folder
@@ -17,7 +16,7 @@ from dia.data.prepare import load_prepared
 from dia.data.sources import fetch_files
 from dia.errors import DiaError
 from dia.stages.data import run_download, run_prepare
-from tests.conftest import TINY_CONFIG, run_workflow
+from tests.conftest import run_workflow, table1_cells, tiny_config
 from tests.fakes import zip_tree
 
 
@@ -158,29 +157,19 @@ def test_folder_dataset_runs_every_method_end_to_end(tmp_path: Path) -> None:
     """One config entry, the user's folder: DIA, CSI and baselines of both input kinds (the
     prepared images, and views decoded from the files) run on it."""
     root = make_split_folder(tmp_path / "images", n_train=40, n_test=10)
-    config = yaml.safe_load(TINY_CONFIG.read_text())
-    config["seeds"] = [0]
-    config.pop("variants")  # tiny.yaml's variants are defined on the phantom dataset
-    config["datasets"] = {
+    datasets = {
         "mine": {
             **_spec(root, image_size=16),
             "contrastive": {"arch": "resnet18_cifar", "image_size": 16},
             "dissolve": {"fit": "resize"},
         }
     }
-    config["methods"] |= {m: {"model": m} for m in ("kdad", "rd4ad", "meanshift")}
-    config["meanshift"] = {"pretrained": False, "backbone": "resnet18", "image_size": 32}
-    config["meanshift"] |= {"epochs": 1, "batch_size": 8}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = tiny_config(tmp_path, datasets, baselines=("kdad", "rd4ad", "meanshift"))
     work = tmp_path / "work"
     result = run_workflow(work, path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    with open(work / "results/tables/table1_main.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert {(r["method"], r["dataset"]) for r in rows} == {
-        (m, "mine") for m in ("dia", "csi", "kdad", "rd4ad", "meanshift")
-    }
+    methods = ("dia", "csi", "kdad", "rd4ad", "meanshift")
+    assert table1_cells(work) == {(m, "mine") for m in methods}
     with open(work / "results/runs/csi/mine/default/seed0/scores.csv") as f:
         ids = {r["id"] for r in csv.DictReader(f)}
     assert "test/lesion/000.png" in ids

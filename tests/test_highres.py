@@ -15,18 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import TINY_CONFIG, run_workflow, snakemake
+from tests.conftest import run_workflow, snakemake, table1_cells, tiny_config
 from tests.fakes import make_kvasir, zip_tree
-
-
-def _config(tmp_path: Path, datasets: dict) -> Path:
-    config = yaml.safe_load(TINY_CONFIG.read_text())
-    config["seeds"] = [0]
-    config["datasets"] = datasets
-    config.pop("variants")  # tiny.yaml's variant is defined on the phantom dataset
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.mark.slow
@@ -42,22 +32,18 @@ def test_kvasir_archive_runs_dia_csi_and_baselines_at_high_resolution(tmp_path: 
         "contrastive": {"arch": "resnet18_imagenet", "image_size": 32},
         "dissolve": {"fit": "resize", "t_min": 100, "t_max": 200},
     }
-    config = _config(tmp_path, {"kvasir": kvasir})
     # Two baselines whose official loaders resize the original files (48 x 40) to sizes other
     # than the prepared 32 x 32: RD4AD squashes to 64 x 64, Mean-Shift keeps the aspect ratio.
+    config = tiny_config(tmp_path, {"kvasir": kvasir}, baselines=("rd4ad", "meanshift"))
     values = yaml.safe_load(config.read_text())
-    values["methods"] |= {"rd4ad": {"model": "rd4ad"}, "meanshift": {"model": "meanshift"}}
-    values["rd4ad"] = {"pretrained": False, "backbone": "resnet18", "image_size": 64, "epochs": 1}
-    values["meanshift"] = {"pretrained": False, "backbone": "resnet18", "image_size": 32}
-    values["meanshift"] |= {"epochs": 1, "batch_size": 8}
+    values["rd4ad"]["image_size"] = 64
+    values["meanshift"]["batch_size"] = 8
     config.write_text(yaml.safe_dump(values))
     work = tmp_path / "work"
     result = run_workflow(work, config)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    with open(work / "results/tables/table1_main.csv") as f:
-        rows = list(csv.DictReader(f))
     methods = {"dia", "csi", "rd4ad", "meanshift"}
-    assert {(r["method"], r["dataset"]) for r in rows} == {(m, "kvasir") for m in methods}
+    assert table1_cells(work) == {(m, "kvasir") for m in methods}
     views = work / "results/data/kvasir/views"
     with np.load(views / "square64-bilinear.npz") as rd4ad:
         assert rd4ad["images"].shape == (40, 64, 64, 3)
@@ -81,7 +67,7 @@ def _no_kaggle_env(home: Path) -> dict[str, str]:
 
 def test_missing_kaggle_credentials_stop_the_run_before_any_job(tmp_path: Path) -> None:
     sars = {"source": "sarscov2", "normal_labels": ["non-COVID"], "image_size": 32}
-    config = _config(tmp_path, {"sarscov2": sars})
+    config = tiny_config(tmp_path, {"sarscov2": sars})
     work = tmp_path / "work"
     work.mkdir()
     env = _no_kaggle_env(tmp_path / "home")

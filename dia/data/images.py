@@ -11,6 +11,7 @@ channel; :func:`dia.data.prepare.to_float_tensor` replicates it to three.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -86,16 +87,14 @@ def decode_images(
     files = [Path(root) / p for p in paths]
     chunks = [(files[i : i + _CHUNK], view) for i in range(0, len(files), _CHUNK)]
     decoded = []
-    with progress(len(files), "decode") as bar:
+    with progress(len(files), "decode") as bar, contextlib.ExitStack() as stack:
+        mapper = map
         if workers > 1 and len(chunks) > 1:
-            with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1)) as pool:
-                for chunk in pool.map(_decode_chunk, chunks):
-                    decoded.extend(chunk)
-                    bar.update(len(chunk))
-        else:
-            for chunk in map(_decode_chunk, chunks):
-                decoded.extend(chunk)
-                bar.update(len(chunk))
+            pool = ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1))
+            mapper = stack.enter_context(pool).map
+        for chunk in mapper(_decode_chunk, chunks):
+            decoded.extend(chunk)
+            bar.update(len(chunk))
     if not decoded:
         raise DiaError(f"no images to decode under {root}")
     shapes = {image.shape[:2] for image, _ in decoded}

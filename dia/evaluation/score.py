@@ -63,23 +63,22 @@ def extract_features(
     proj_sum: torch.Tensor | None = None
     logit_sum = torch.zeros(len(images), k)
     starts = range(0, len(images), cfg.batch_size)
-    bar = progress(cfg.samples * len(starts), "features", leave=False)
-    for s in range(cfg.samples):
-        gen = torch.Generator(device).manual_seed(s)
-        for start in starts:
-            x = images[start : start + cfg.batch_size].to(device)
-            b = len(x)
-            views = aug(_shifted(x, shift, cfg.flip, gen), gen)
-            out = model(views)
-            proj = out.projection.view(k, b, -1).transpose(0, 1).cpu()
-            logits = out.shift_logits.view(k, b, k)
-            correct = logits[torch.arange(k), :, torch.arange(k)].T.cpu()
-            if proj_sum is None:
-                proj_sum = torch.zeros(len(images), k, proj.shape[-1])
-            proj_sum[start : start + b] += proj
-            logit_sum[start : start + b] += correct
-            bar.update()
-    bar.close()
+    with progress(cfg.samples * len(starts), "features", leave=False) as bar:
+        for s in range(cfg.samples):
+            gen = torch.Generator(device).manual_seed(s)
+            for start in starts:
+                x = images[start : start + cfg.batch_size].to(device)
+                b = len(x)
+                views = aug(_shifted(x, shift, cfg.flip, gen), gen)
+                out = model(views)
+                proj = out.projection.view(k, b, -1).transpose(0, 1).cpu()
+                logits = out.shift_logits.view(k, b, k)
+                correct = logits[torch.arange(k), :, torch.arange(k)].T.cpu()
+                if proj_sum is None:
+                    proj_sum = torch.zeros(len(images), k, proj.shape[-1])
+                proj_sum[start : start + b] += proj
+                logit_sum[start : start + b] += correct
+                bar.update()
     model.train(was_training)
     assert proj_sum is not None
     return ShiftFeatures(proj_sum / cfg.samples, logit_sum / cfg.samples)
