@@ -298,35 +298,3 @@ def preset(name: str) -> dict[str, dict[str, Any]]:
     if name not in PRESETS:
         raise DiaError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-SECTIONS = {
-    "diffusion": DiffusionConfig,
-    "dissolve": DissolveConfig,
-    "contrastive": ContrastiveConfig,
-    "score": ScoreConfig,
-}
-
-
-def section_class(section: str) -> Any:
-    """Config dataclass of a stage section or of a baseline (``kdad``, ``rd4ad``, ...)."""
-    if section in SECTIONS:
-        return SECTIONS[section]
-    from dia.baselines import BASELINES, config_class
-
-    if section in BASELINES:
-        return config_class(section)
-    raise DiaError(f"unknown config section {section!r}")
-
-
-def resolve(section: str, preset_name: str, layers: list[Mapping[str, Any]]) -> Any:
-    """Build one stage config: preset values, then each layer's ``section`` subtree in order.
-
-    The workflow passes the layers global -> dataset -> method, so a dataset can set its input
-    size and a method its own switches without repeating the rest.
-    """
-    cls = section_class(section)
-    merged: dict[str, Any] = dict(preset(preset_name).get(section, {}))
-    for layer in layers:
-        merged.update((layer or {}).get(section) or {})
-    return cls.from_dict(merged, where=section)

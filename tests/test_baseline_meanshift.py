@@ -151,8 +151,8 @@ def test_knn_score_is_the_sum_of_the_two_smallest_squared_distances() -> None:
 
 def test_frozen_stages_stay_frozen_and_batch_norm_stays_in_eval() -> None:
     model = MeanShift(small_cfg(frozen_stages=2, lr=0.1))
-    frozen = {id(p) for m in model.frozen_modules() for p in m.parameters()}
-    assert all(not p.requires_grad for m in model.frozen_modules() for p in m.parameters())
+    frozen = {id(p) for m in model.fixed_stages() for p in m.parameters()}
+    assert all(not p.requires_grad for m in model.fixed_stages() for p in m.parameters())
     normals = ImageBatches(smooth_images(6))
     model.on_train_start(normals, "cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -178,10 +178,10 @@ def test_frozen_stages_stay_frozen_and_batch_norm_stays_in_eval() -> None:
 
 def test_official_freezing_per_backbone() -> None:
     r18 = MeanShift(small_cfg())
-    assert r18.frozen_modules() == [] and all(p.requires_grad for p in r18.parameters())
+    assert r18.fixed_stages() == [] and all(p.requires_grad for p in r18.parameters())
     r152 = MeanShift(MeanShiftConfig(pretrained=False))
     net = r152.backbone
-    assert r152.frozen_modules() == [net.conv1, net.bn1, net.layer1, net.layer2]
+    assert r152.fixed_stages() == [net.conv1, net.bn1, net.layer1, net.layer2]
     assert not any(p.requires_grad for p in net.layer2.parameters())
     assert all(p.requires_grad for p in net.layer3.parameters())
 

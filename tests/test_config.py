@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from dia.config import DiffusionConfig, resolve
+from dia.config import DiffusionConfig
 from dia.plan import Plan
+from dia.sections import resolve
 from tests.conftest import ROOT
 
 

@@ -17,9 +17,9 @@ from torchvision.models.resnet import BasicBlock, ResNet
 import dia.official.baselines as adapters
 from dia.baselines import build_baseline, config_class
 from dia.baselines.backbones import torchvision_backbone
-from dia.config import resolve
 from dia.errors import DiaError
 from dia.plan import OFFICIAL_CODE, Plan
+from dia.sections import resolve
 from dia.stages.baselines import score_baseline, train_baseline
 from tests.conftest import ROOT
 from tests.fakes import noise_prepared

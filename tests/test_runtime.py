@@ -8,9 +8,9 @@ import yaml
 
 import dia.evaluation.runtime as runtime
 from dia.baselines import build_baseline
-from dia.config import resolve
 from dia.evaluation.runtime import Probe, dataset_sizes, estimate
 from dia.plan import Plan
+from dia.sections import resolve
 from tests.conftest import ROOT, TINY_CONFIG
 
 TINY = yaml.safe_load(TINY_CONFIG.read_text())

@@ -15,7 +15,6 @@ from torchvision import transforms
 from dia.baselines.base import resize_square
 from dia.baselines.meanshift import MeanShift, MeanShiftConfig
 from dia.baselines.rd4ad import RD4ADConfig
-from dia.config import resolve
 from dia.data.images import pixel_sha256
 from dia.data.layouts import LISTERS
 from dia.data.prepare import load_prepared, prepare_from_listing, to_float_tensor
@@ -24,6 +23,7 @@ from dia.data.splits import SplitSpec
 from dia.data.views import View, load_view, prepared_view, write_views
 from dia.errors import DiaError
 from dia.plan import Plan
+from dia.sections import resolve
 from dia.stages.data import run_prepare_views
 from tests.fakes import make_kvasir
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dia.baselines import BASELINES
-from dia.config import SECTIONS, resolve, section_class
+from dia.sections import SECTIONS, resolve, section_class
 from tests.conftest import ROOT, TINY_CONFIG, snakemake
 
 # Add-ons layered with a second --configfile, not configs of their own: over config.yaml, and

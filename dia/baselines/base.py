@@ -6,16 +6,14 @@ meta.json. Images arrive as float (B, 3, H, W) in [0, 1]: on an image-file datas
 the original files to the model's input view (:mod:`dia.data.views`), else at the prepared
 resolution; each model resizes what still needs it and normalises, as its official code does.
 
-The loop (:func:`fit_baseline`) shuffles with its own generator, checkpoints every
-``checkpoint_every_steps`` steps to ``state_dir/last.pt`` and resumes from there, and scores the
-model every ``eval_every_epochs`` epochs for the ``val`` / ``test_oracle`` selection rules.
+:func:`fit_baseline` trains one with the epoch loop CSI and DIA use (:mod:`dia.training`):
+shuffled batches from its own generator, checkpoints every ``checkpoint_every_steps`` steps, and
+scores every ``eval_every_epochs`` epochs for the ``val`` / ``test_oracle`` selection rules.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dia.contrastive.train import TrainState
 from dia.data.prepare import ImageBatches
-from dia.io import atomic_path
 from dia.progress import progress
+from dia.training import EvalFn, Schedule, TrainState, run_epochs
 
 
 def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -47,7 +44,16 @@ class BaselineModel(nn.Module, ABC):
 
     cfg: Any
 
-    # Subclasses with frozen parts override ``train(mode)`` to keep them in eval mode.
+    def frozen_modules(self) -> list[nn.Module]:
+        """Parts that stay in eval mode whatever ``train(mode)`` asks (frozen backbones, as their
+        official code sets them once); default none."""
+        return []
+
+    def train(self, mode: bool = True) -> BaselineModel:
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
 
     @abstractmethod
     def make_optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
@@ -73,20 +79,14 @@ class BaselineModel(nn.Module, ABC):
         return None
 
 
-def on_schedule(cfg: Any, epoch: int) -> bool:
-    """Whether ``epoch`` is on the evaluation schedule: from ``eval_start_epoch`` (default
-    ``eval_every_epochs``) every ``eval_every_epochs`` epochs."""
-    every = cfg.eval_every_epochs
-    if not every:
-        return False
-    start = every if cfg.eval_start_epoch is None else cfg.eval_start_epoch
-    return epoch >= start and (epoch - start) % every == 0
-
-
-def evaluated(cfg: Any, epoch: int) -> bool:
-    """Whether training evaluates the model after ``epoch``: on the schedule, the final epoch
-    excluded (the score stage scores that model anyway)."""
-    return epoch < cfg.epochs and on_schedule(cfg, epoch)
+def schedule(cfg: Any) -> Schedule:
+    """A baseline config's training schedule (its ``epochs`` and ``eval_*`` fields)."""
+    return Schedule(
+        epochs=cfg.epochs,
+        checkpoint_every=cfg.checkpoint_every_steps,
+        eval_every=cfg.eval_every_epochs,
+        eval_start=cfg.eval_start_epoch,
+    )
 
 
 @torch.no_grad()
@@ -106,22 +106,48 @@ def score_images(
     return torch.cat(out).numpy()
 
 
-EvalFn = Callable[[BaselineModel], dict[str, np.ndarray]]
+class _BaselineTask:
+    """A baseline's step for :func:`dia.training.run_epochs`: its loss under its optimiser, the
+    scheduler stepped once per epoch, and the generator that draws batches and any randomness."""
 
+    def __init__(self, model: BaselineModel, images: ImageBatches, seed: int, device: str) -> None:
+        torch.manual_seed(seed)
+        self.model, self.images, self.device = model, images, device
+        self.rng = torch.Generator().manual_seed(seed)
+        model.to(device)
+        model.on_train_start(images, device)
+        self.optimizer, self.scheduler = model.make_optimizer()
 
-def _save(path: Path, model: BaselineModel, opt: Any, sched: Any, rng: Any, state: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched is not None else None,
-                "rng": rng.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "state": state,
-            },
-            tmp,
-        )
+    def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, float]:
+        loss = self.model.training_loss(self.images[index].to(self.device), self.rng)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
+
+    def end_epoch(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": self.rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.rng.set_state(ckpt["rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
 
 
 def fit_baseline(
@@ -138,60 +164,15 @@ def fit_baseline(
     Epochs cover every image once, as the official DataLoaders do; a last batch of one image is
     dropped (batch norm cannot train on it).
     """
-    cfg = model.cfg
-    torch.manual_seed(seed)
-    rng = torch.Generator().manual_seed(seed)
-    model.to(device)
-    model.on_train_start(images, device)
-    opt, sched = model.make_optimizer()
-    state_file = state_dir / "last.pt"
-    state = TrainState()
-    if state_file.exists():
-        ckpt = torch.load(state_file, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(ckpt["scheduler"])
-        rng.set_state(ckpt["rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        state = ckpt["state"]
-    batch_size = min(cfg.batch_size, len(images))
-    n_batches = len(images) // batch_size + int(len(images) % batch_size > 1)
-    model.train()
-    bar = progress(cfg.epochs * n_batches, type(model).__name__, initial=state.step)
-    epoch_started = time.perf_counter()
-    while state.epoch < cfg.epochs:
-        if state.perm is None:
-            state.perm = torch.randperm(len(images), generator=rng)
-        while state.batch < n_batches:
-            index = state.perm[state.batch * batch_size : (state.batch + 1) * batch_size]
-            loss = model.training_loss(images[index].to(device), rng)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            state.running["loss"] = state.running.get("loss", 0.0) + loss.item()
-            state.batch += 1
-            state.step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=state.epoch + 1, loss=f"{loss.item():.4f}")
-            if state.step % cfg.checkpoint_every_steps == 0:
-                _save(state_file, model, opt, sched, rng, state)
-        if sched is not None:
-            sched.step()
-        state.epoch += 1
-        state.log.append(
-            {
-                "epoch": state.epoch,
-                "step": state.step,
-                "lr": opt.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - epoch_started,
-                "loss": state.running.get("loss", 0.0) / n_batches,
-            }
-        )
-        state.batch, state.perm, state.running = 0, None, {}
-        if evaluate and evaluated(cfg, state.epoch):
-            state.evals.append((state.epoch, evaluate(model)))
-            model.train()
-        epoch_started = time.perf_counter()
-    bar.close()
-    return state
+    task = _BaselineTask(model, images, seed, device)
+    batch_size = min(model.cfg.batch_size, len(images))
+    return run_epochs(
+        task,
+        schedule(model.cfg),
+        n_images=len(images),
+        batches=len(images) // batch_size + int(len(images) % batch_size > 1),
+        batch_size=batch_size,
+        state_dir=state_dir,
+        name=type(model).__name__,
+        evaluate=evaluate,
+    )

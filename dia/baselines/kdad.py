@@ -181,10 +181,8 @@ class KDAD(BaselineModel):
         self.cloner = Cloner(stages, use_bias=cfg.use_bias)
         self.train()
 
-    def train(self, mode: bool = True) -> KDAD:
-        super().train(mode)
-        self.source.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.source]
 
     def make_optimizer(self) -> tuple[torch.optim.Optimizer, None]:
         return torch.optim.Adam(self.cloner.parameters(), lr=self.cfg.lr), None

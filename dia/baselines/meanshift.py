@@ -196,7 +196,7 @@ class MeanShift(BaselineModel):
         dim = net.fc.in_features
         net.fc = nn.Identity()
         self.backbone = net
-        for module in self.frozen_modules():
+        for module in self.fixed_stages():
             module.requires_grad_(False)
         # Saved with the model so a resumed run keeps the centre of the pretrained network.
         self.register_buffer("center", torch.zeros(dim))
@@ -204,7 +204,7 @@ class MeanShift(BaselineModel):
         self.bank: Tensor | None = None
         self.train()
 
-    def frozen_modules(self) -> list[nn.Module]:
+    def fixed_stages(self) -> list[nn.Module]:
         """The stem and first residual stages whose weights never change."""
         stages = self.cfg.frozen_stages
         if stages is None:
@@ -214,11 +214,9 @@ class MeanShift(BaselineModel):
         net = self.backbone
         return [net.conv1, net.bn1, *(getattr(net, f"layer{k}") for k in range(1, stages + 1))]
 
-    def train(self, mode: bool = True) -> MeanShift:
+    def frozen_modules(self) -> list[nn.Module]:
         """The backbone always runs in eval mode: official training never leaves model.eval()."""
-        super().train(mode)
-        self.backbone.eval()
-        return self
+        return [self.backbone]
 
     def make_optimizer(self) -> tuple[torch.optim.Optimizer, None]:
         params = [p for p in self.parameters() if p.requires_grad]

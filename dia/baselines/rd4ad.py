@@ -257,11 +257,8 @@ class RD4AD(BaselineModel):
         """The frozen teacher's parameters."""
         return [*self.stem.parameters(), *self.layers.parameters()]
 
-    def train(self, mode: bool = True) -> RD4AD:
-        super().train(mode)
-        self.stem.eval()
-        self.layers.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.stem, self.layers]
 
     def make_optimizer(self) -> tuple[torch.optim.Optimizer, None]:
         params = [*self.decoder.parameters(), *self.ocbe.parameters()]

@@ -197,10 +197,8 @@ class Transformaly(BaselineModel):
         self.pretrained_density = _Gaussian()
         self.distill_density = _Gaussian()
 
-    def train(self, mode: bool = True) -> Transformaly:
-        super().train(mode)
-        self.teacher.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.teacher]
 
     def make_optimizer(self) -> tuple[torch.optim.Optimizer, None]:
         return torch.optim.Adam(self.student.parameters(), lr=self.cfg.lr), None

@@ -308,10 +308,8 @@ class UniAD(BaselineModel):
         self.reconstruction = _Reconstructor(channels, self.grid, cfg)
         register_imagenet_stats(self)
 
-    def train(self, mode: bool = True) -> UniAD:
-        super().train(mode)
-        self.backbone.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.backbone]
 
     def make_optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR]:
         cfg = self.cfg

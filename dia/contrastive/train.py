@@ -1,20 +1,15 @@
-"""One training loop for CSI and DIA.
+"""CSI's and DIA's training step, driven by the shared epoch loop (:mod:`dia.training`).
 
 Per step: a batch of normal images becomes 2 (CSI) or 3 (DIA) branches of K shifted views, all
 views get the SimCLR augmentation on the training device, and the loss is the (amplified)
-NT-Xent plus the shift cross-entropy, optimised with LARS under warm-up + cosine. The loop
-checkpoints to ``state_dir`` every ``checkpoint_every_steps`` steps and resumes from there, and it
-can score the model every ``eval_every_epochs`` epochs for the ``val``/``test_oracle`` selection.
+NT-Xent plus the shift cross-entropy, optimised with LARS under warm-up + cosine.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
 from dia.config import ContrastiveConfig
@@ -24,23 +19,7 @@ from dia.contrastive.optim import LARS, set_lr, warmup_cosine_lr
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.views import DissolveFn, make_views
 from dia.data.prepare import ImageBatches
-from dia.io import atomic_path
-from dia.progress import progress
-
-EvalFn = Callable[[ResNet18], dict[str, np.ndarray]]
-
-
-@dataclass
-class TrainState:
-    """Everything a resumed run needs besides the model and optimiser."""
-
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-    perm: torch.Tensor | None = None
-    log: list[dict[str, float]] = field(default_factory=list)
-    evals: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
-    running: dict[str, float] = field(default_factory=dict)
+from dia.training import EvalFn, Schedule, TrainState, run_epochs
 
 
 def build_model(cfg: ContrastiveConfig) -> ResNet18:
@@ -97,6 +76,8 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(seed)
         self.aug_rng = torch.Generator(device).manual_seed(seed + 1)
         self.n_branches = 3 if cfg.method == "dia" else 2
+        self.pass_batches = loader_batches(cfg, len(images))
+        self._lr = self.lr_at(0.0)
 
     def lr_at(self, epoch: float) -> float:
         cfg = self.cfg
@@ -134,71 +115,48 @@ class Trainer:
         self.optimizer.step()
         return {"loss": loss.item(), "loss_con": loss_con.item(), "loss_cls": loss_cls.item()}
 
-    def save_state(self, path: Path, state: TrainState) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(
-                {
-                    "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "rng": self.rng.get_state(),
-                    "aug_rng": self.aug_rng.get_state(),
-                    "state": state,
-                },
-                tmp,
-            )
+    def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, float]:
+        # The official loop steps the scheduler after iteration n to epoch + n / len(loader)
+        # (len uncapped), so iteration n trains at the rate of position n - 1.
+        self._lr = self.lr_at(max(0.0, epoch + (batch - 1) / self.pass_batches))
+        set_lr(self.optimizer, self._lr)
+        return self.step(index)
 
-    def load_state(self, path: Path) -> TrainState:
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+    def end_epoch(self) -> None:
+        """The LR follows the position within the epoch, not the epoch count."""
+
+    def lr(self) -> float:
+        return self._lr
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng.get_state(),
+            "aug_rng": self.aug_rng.get_state(),
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.rng.set_state(ckpt["rng"])
         self.aug_rng.set_state(ckpt["aug_rng"])
-        return ckpt["state"]
 
     def fit(self, *, state_dir: Path, evaluate: EvalFn | None = None) -> TrainState:
         """Train for ``cfg.epochs`` epochs, resuming from ``state_dir/last.pt`` if present."""
         cfg = self.cfg
-        state_file = state_dir / "last.pt"
-        state = self.load_state(state_file) if state_file.exists() else TrainState()
-        n_batches = batches_per_epoch(cfg, len(self.images))
-        # The official loop steps the scheduler after iteration n to epoch + n / len(loader)
-        # (len uncapped), so iteration n trains at the rate of position n - 1.
-        pass_batches = loader_batches(cfg, len(self.images))
-        lr = self.lr_at(0.0)
-        batch_size = min(cfg.batch_size, len(self.images))
-        self.model.train()
-        bar = progress(cfg.epochs * n_batches, cfg.method, initial=state.step)
-        epoch_started = time.perf_counter()
-        while state.epoch < cfg.epochs:
-            if state.perm is None:
-                state.perm = torch.randperm(len(self.images), generator=self.rng)
-            while state.batch < n_batches:
-                lr = self.lr_at(max(0.0, state.epoch + (state.batch - 1) / pass_batches))
-                set_lr(self.optimizer, lr)
-                index = state.perm[state.batch * batch_size : (state.batch + 1) * batch_size]
-                losses = self.step(index)
-                for key, value in losses.items():
-                    state.running[key] = state.running.get(key, 0.0) + value
-                state.batch += 1
-                state.step += 1
-                bar.update(1)
-                bar.set_postfix(epoch=state.epoch + 1, loss=f"{losses['loss']:.3f}", lr=f"{lr:.3g}")
-                if state.step % cfg.checkpoint_every_steps == 0:
-                    self.save_state(state_file, state)
-            state.epoch += 1
-            state.log.append(
-                {
-                    "epoch": state.epoch,
-                    "step": state.step,
-                    "lr": lr,
-                    "seconds": time.perf_counter() - epoch_started,
-                    **{k: v / n_batches for k, v in state.running.items()},
-                }
-            )
-            state.batch, state.perm, state.running = 0, None, {}
-            if evaluate and state.epoch % cfg.eval_every_epochs == 0 and state.epoch < cfg.epochs:
-                state.evals.append((state.epoch, evaluate(self.model)))
-                self.model.train()
-            epoch_started = time.perf_counter()
-        bar.close()
-        return state
+        schedule = Schedule(
+            epochs=cfg.epochs,
+            checkpoint_every=cfg.checkpoint_every_steps,
+            eval_every=cfg.eval_every_epochs,
+        )
+        return run_epochs(
+            self,
+            schedule,
+            n_images=len(self.images),
+            batches=batches_per_epoch(cfg, len(self.images)),
+            batch_size=min(cfg.batch_size, len(self.images)),
+            state_dir=state_dir,
+            name=cfg.method,
+            evaluate=evaluate,
+        )

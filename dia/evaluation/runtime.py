@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from dia.baselines import build_baseline
-from dia.config import ContrastiveConfig, DiffusionConfig, DissolveConfig, ScoreConfig, resolve
+from dia.config import ContrastiveConfig, DiffusionConfig, DissolveConfig, ScoreConfig
 from dia.contrastive.blur import BlurDissolve
 from dia.contrastive.train import Trainer, batches_per_epoch, build_model
 from dia.contrastive.views import CachedDissolve, DissolveFn, OnlineDissolve
@@ -32,6 +32,7 @@ from dia.diffusion.dissolve import Dissolver
 from dia.diffusion.model import build_diffusion
 from dia.evaluation.score import extract_features
 from dia.plan import Plan
+from dia.sections import resolve
 
 # (normal training images, images a score pass reads: those + val + test) of the paper's
 # datasets as this pipeline prepares them: official splits, or the configured fractions of the

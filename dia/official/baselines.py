@@ -81,18 +81,18 @@ from dia.baselines.backbones import (
     register_imagenet_stats,
     torchvision_backbone,
 )
-from dia.baselines.base import BaselineModel, evaluated, fit_baseline, resize_square
+from dia.baselines.base import BaselineModel, fit_baseline, resize_square, schedule
 from dia.baselines.kdad import KDADConfig
 from dia.baselines.meanshift import MeanShiftConfig
 from dia.baselines.rd4ad import RD4ADConfig
 from dia.baselines.uniad import UniADConfig
-from dia.contrastive.train import TrainState
 from dia.data.prepare import ImageBatches
 from dia.errors import DiaError
 from dia.io import atomic_path
 from dia.official.contrastive import seed_everything
 from dia.official.imports import import_official, legacy_runtime
 from dia.official.repos import recorded
+from dia.training import TrainState
 
 EvalFn = Callable[[nn.Module], dict[str, np.ndarray]]
 
@@ -274,7 +274,7 @@ class _Epochs:
                 "loss": loss,
             }
         )
-        if self.evaluate and evaluated(cfg, state.epoch):
+        if self.evaluate and schedule(cfg).evaluates_after(state.epoch):
             state.evals.append((state.epoch, self.evaluate(self.model)))
             self.model.train()
         with atomic_path(self.file) as tmp:
@@ -320,11 +320,9 @@ class OfficialRD4AD(BaselineModel):
         register_imagenet_stats(self)
         self.train()
 
-    def train(self, mode: bool = True) -> OfficialRD4AD:
+    def frozen_modules(self) -> list[nn.Module]:
         """The encoder stays in eval mode, as ``main.train`` sets it once."""
-        super().train(mode)
-        self.encoder.eval()
-        return self
+        return [self.encoder]
 
     def fit(
         self,
@@ -398,11 +396,9 @@ class OfficialKDAD(_Driven):
         with _patched(network, vgg16=vgg16), legacy_runtime():
             self.source, self.cloner = network.get_networks(self._config(0))
 
-    def train(self, mode: bool = True) -> OfficialKDAD:
+    def frozen_modules(self) -> list[nn.Module]:
         """The source stays in eval mode, as their ``Vgg16`` sets it."""
-        super().train(mode)
-        self.source.eval()
-        return self
+        return [self.source]
 
     def _config(self, epochs: int) -> dict[str, Any]:
         """Their configs/config.yaml with our settings. ``pretrain: True`` keeps the source this
@@ -531,11 +527,9 @@ class OfficialMeanShift(_Driven):
         self.bank: np.ndarray | None = None
         self.train()
 
-    def train(self, mode: bool = True) -> OfficialMeanShift:
+    def frozen_modules(self) -> list[nn.Module]:
         """The network stays in eval mode: ``train_model`` sets it once and never back."""
-        super().train(mode)
-        self.net.eval()
-        return self
+        return [self.net]
 
     @torch.no_grad()
     def _features(self, images: ImageBatches, device: str) -> np.ndarray:

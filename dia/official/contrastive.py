@@ -34,13 +34,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dia.config import OFFICIAL_HUE, ContrastiveConfig, DissolveConfig, ScoreConfig
-from dia.contrastive.train import TrainState, batches_per_epoch
+from dia.contrastive.train import batches_per_epoch
 from dia.data.prepare import ImageBatches
 from dia.diffusion.model import load_diffusion
 from dia.errors import DiaError
 from dia.io import atomic_path
 from dia.official.imports import import_official
 from dia.progress import progress
+from dia.training import TrainState
 
 MODULES = (
     "models.classifier",

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 from dia.baselines import build_baseline
-from dia.baselines.base import BaselineModel, fit_baseline, on_schedule, score_images
-from dia.config import resolve, section_class
-from dia.contrastive.train import TrainState
+from dia.baselines.base import BaselineModel, fit_baseline, schedule, score_images
 from dia.data.prepare import ImageBatches, PreparedData
 from dia.data.splits import EVAL_SPLITS
 from dia.data.views import load_view
 from dia.official.baselines import load_official_baseline, train_official_baseline
+from dia.sections import resolve, section_class
+from dia.training import TrainState
 
 
 def baseline_data(data: PreparedData, cfg: Any, views: Path | None) -> PreparedData:
@@ -116,6 +116,7 @@ def score_baseline(
     data = baseline_data(data, cfg, views)
     normals = ImageBatches(data.images[data.select("train", 0)])
     final = baseline_splits(model, data, normals, device)
-    if not on_schedule(cfg, cfg.epochs):  # the official selection never saw the final model
+    # the official selection never saw the final model
+    if not schedule(cfg).on_schedule(cfg.epochs):
         final.pop("selection_loss", None)
     return final, config

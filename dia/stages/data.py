@@ -108,7 +108,7 @@ def run_prepare_views(
     ``baselines`` lists (baseline name, config layers) of every baseline run on the dataset;
     their resolved configs say which views (:meth:`~dia.config.BaselineConfig.input_view`).
     """
-    from dia.config import resolve
+    from dia.sections import resolve
 
     with open(data_dir / MANIFEST, newline="") as f:
         rows = list(csv.DictReader(f))

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dia.config import resolve
 from dia.data.prepare import ImageBatches, load_prepared
 from dia.diffusion.cache import build_cache, t_grid
 from dia.diffusion.dissolve import Dissolver, fit_to
@@ -18,6 +17,7 @@ from dia.diffusion.train import train_diffusion
 from dia.errors import DiaError
 from dia.io import write_json
 from dia.meta import build_meta
+from dia.sections import resolve
 
 Layers = list[dict[str, Any]]
 _FIT_CHUNK = 512

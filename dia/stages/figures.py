@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dia.config import resolve
 from dia.data.prepare import ImageBatches, load_prepared
 from dia.diffusion.dissolve import Dissolver
 from dia.diffusion.model import load_diffusion
 from dia.evaluation.metrics import auroc
 from dia.figures import dissolving_grid, roc_figure, training_curves
+from dia.sections import resolve
 from dia.tables import read_test_scores
 
 FIG1_T = (30, 60, 100, 130, 200)

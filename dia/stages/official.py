@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from dia.config import ContrastiveConfig, DissolveConfig, ScoreConfig
-from dia.contrastive.train import TrainState
 from dia.data.prepare import ImageBatches, PreparedData
 from dia.data.splits import EVAL_SPLITS
 from dia.errors import DiaError
 from dia.official.contrastive import OfficialRun, train_official
 from dia.official.repos import recorded
+from dia.training import TrainState
 
 
 def _splits(run: OfficialRun, model: torch.nn.Module, data: PreparedData) -> dict[str, np.ndarray]:

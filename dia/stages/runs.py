@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dia.config import ContrastiveConfig, DissolveConfig, ScoreConfig, resolve
+from dia.config import ContrastiveConfig, DissolveConfig, ScoreConfig
 from dia.contrastive.blur import BlurDissolve
 from dia.contrastive.resnet import ResNet18
-from dia.contrastive.train import Trainer, TrainState, build_model
+from dia.contrastive.train import Trainer, build_model
 from dia.contrastive.views import CachedDissolve, DissolveFn, OnlineDissolve
 from dia.data.prepare import ImageBatches, PreparedData, load_prepared
 from dia.data.splits import EVAL_SPLITS
@@ -34,8 +34,10 @@ from dia.evaluation.score import anomaly_scores, extract_features, fit_statistic
 from dia.evaluation.selection import OFFICIAL_RULES, select_all
 from dia.io import atomic_path, read_json, write_json
 from dia.meta import build_meta
+from dia.sections import resolve
 from dia.stages.baselines import score_baseline, train_baseline
 from dia.stages.official import score_official_run, train_official_run
+from dia.training import TrainState
 
 Layers = list[dict[str, Any]]
 

@@ -13,12 +13,13 @@ import torch
 from ema_pytorch import EMA
 
 from dia.baselines import build_baseline
-from dia.config import ContrastiveConfig, DiffusionConfig, DissolveConfig, ScoreConfig, resolve
+from dia.config import ContrastiveConfig, DiffusionConfig, DissolveConfig, ScoreConfig
 from dia.data.prepare import ImageBatches
 from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.errors import DiaError
 from dia.official.baselines import ADAPTERS
 from dia.official.contrastive import OfficialRun, train_official
+from dia.sections import resolve
 from dia.stages.baselines import score_baseline, train_baseline
 from dia.stages.official import score_official_run, train_official_run
 from tests.fakes import noise_prepared

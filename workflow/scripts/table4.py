@@ -2,9 +2,9 @@ from pathlib import Path
 
 from _dia import run
 
-from dia.config import resolve
 from dia.evaluation.cost import RESOLUTIONS, measured_throughput, table4
 from dia.io import write_text
+from dia.sections import resolve
 from dia.tables import cost_text_table, to_latex, to_markdown, write_csv
 
 TITLE = (

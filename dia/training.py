@@ -1,0 +1,153 @@
+"""The epoch loop every trained network shares: CSI and DIA (:mod:`dia.contrastive.train`) and the
+baselines (:mod:`dia.baselines.base`).
+
+Each epoch trains on a fresh permutation of the images in batches, drawn from the task's own
+generator; every ``checkpoint_every`` steps the task's state and the loop's position go to
+``state_dir/last.pt``, and a rerun resumes from there mid-epoch, bit for bit. After each epoch the
+loop writes one log row and, on the evaluation schedule, scores the model for the ``val`` and
+``test_oracle`` selection rules. What a step does (loss, optimiser, LR schedule) is the task's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from dia.io import atomic_path
+from dia.progress import progress
+
+EvalFn = Callable[[nn.Module], dict[str, np.ndarray]]
+
+
+@dataclass
+class TrainState:
+    """The loop's position and history: everything a resumed run needs besides the task's state."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    perm: torch.Tensor | None = None
+    log: list[dict[str, float]] = field(default_factory=list)
+    evals: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
+    running: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long to train, and when to checkpoint (steps) and evaluate (epochs).
+
+    Evaluation starts after epoch ``eval_start`` (None: ``eval_every``) and repeats every
+    ``eval_every`` epochs; 0 or None never evaluates.
+    """
+
+    epochs: int
+    checkpoint_every: int
+    eval_every: int | None = None
+    eval_start: int | None = None
+
+    def on_schedule(self, epoch: int) -> bool:
+        """Whether ``epoch`` is on the evaluation schedule."""
+        if not self.eval_every:
+            return False
+        start = self.eval_every if self.eval_start is None else self.eval_start
+        return epoch >= start and (epoch - start) % self.eval_every == 0
+
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether the loop scores the model after ``epoch``: on the schedule, the final epoch
+        excluded (the score stage scores that model anyway)."""
+        return epoch < self.epochs and self.on_schedule(epoch)
+
+
+class EpochTask(Protocol):
+    """What the loop drives: a model, the generator that shuffles, one step, and its state."""
+
+    model: nn.Module
+    rng: torch.Generator
+
+    def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, float]:
+        """Train on the images ``index`` at ``batch`` of ``epoch``; return the losses."""
+
+    def end_epoch(self) -> None:
+        """Per-epoch bookkeeping, e.g. stepping an epoch-wise LR scheduler."""
+
+    def lr(self) -> float:
+        """The learning rate of the last step, for the log."""
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The task's resumable state (weights, optimiser, generators)."""
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Load what :meth:`checkpoint` returned."""
+
+
+def _save(path: Path, task: EpochTask, state: TrainState) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({**task.checkpoint(), "state": state}, tmp)
+
+
+def _resume(path: Path, task: EpochTask) -> TrainState:
+    if not path.exists():
+        return TrainState()
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    task.restore(ckpt)
+    return ckpt["state"]
+
+
+def _close_epoch(state: TrainState, task: EpochTask, batches: int, seconds: float) -> None:
+    task.end_epoch()
+    state.epoch += 1
+    means = {key: value / batches for key, value in state.running.items()}
+    state.log.append(
+        {"epoch": state.epoch, "step": state.step, "lr": task.lr(), "seconds": seconds, **means}
+    )
+    state.batch, state.perm, state.running = 0, None, {}
+
+
+def run_epochs(
+    task: EpochTask,
+    schedule: Schedule,
+    *,
+    n_images: int,
+    batches: int,
+    batch_size: int,
+    state_dir: Path,
+    name: str,
+    evaluate: EvalFn | None = None,
+) -> TrainState:
+    """Train ``task`` for ``schedule.epochs`` epochs of ``batches`` batches of ``batch_size``
+    images out of ``n_images``, resuming from ``state_dir/last.pt`` if present."""
+    state_file = state_dir / "last.pt"
+    state = _resume(state_file, task)
+    task.model.train()
+    bar = progress(schedule.epochs * batches, name, initial=state.step)
+    epoch_started = time.perf_counter()
+    while state.epoch < schedule.epochs:
+        if state.perm is None:
+            state.perm = torch.randperm(n_images, generator=task.rng)
+        while state.batch < batches:
+            index = state.perm[state.batch * batch_size : (state.batch + 1) * batch_size]
+            losses = task.train_step(index, state.epoch, state.batch)
+            for key, value in losses.items():
+                state.running[key] = state.running.get(key, 0.0) + value
+            state.batch += 1
+            state.step += 1
+            bar.update(1)
+            bar.set_postfix(
+                epoch=state.epoch + 1, loss=f"{losses['loss']:.4f}", lr=f"{task.lr():.3g}"
+            )
+            if state.step % schedule.checkpoint_every == 0:
+                _save(state_file, task, state)
+        _close_epoch(state, task, batches, time.perf_counter() - epoch_started)
+        if evaluate and schedule.evaluates_after(state.epoch):
+            state.evals.append((state.epoch, evaluate(task.model)))
+            task.model.train()
+        epoch_started = time.perf_counter()
+    bar.close()
+    return state
