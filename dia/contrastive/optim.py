@@ -1,76 +1,32 @@
-"""LARS optimiser and the official warm-up + cosine learning-rate schedule."""
+"""The official optimiser (LARS) and its warm-up + cosine learning-rate schedule."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 import torch
-from torch import Tensor
+from timm.optim import Lars
+
+from dia.config import ContrastiveConfig
 
 
-class LARS(torch.optim.Optimizer):
-    """Momentum SGD whose per-tensor update is rescaled by the layer-wise trust ratio.
+def lars(params: Iterable[torch.Tensor], cfg: ContrastiveConfig) -> torch.optim.Optimizer:
+    """The official LARS: torchlars' rule around momentum SGD, as timm's ``Lars`` with
+    ``always_adapt`` computes it (torchlars' CUDA extension does not build on current CUDA).
 
-    Same semantics as torchlars wrapping SGD: with g the raw gradient of weight w,
-    d = (g + wd * w) * trust_coef * ||w|| / (||g|| + wd * ||w|| + eps), the ratio being 1 when
-    ||w|| or ||g|| is 0; then buf = momentum * buf + d (buf = d at the first step) and
-    w -= lr * buf, without applying weight decay a second time.
+    With g the raw gradient of weight w, d = (g + wd * w) * trust_coef * ||w|| / (||g|| +
+    wd * ||w|| + eps), the ratio being 1 when ||w|| or ||g|| is 0; then buf = momentum * buf + d
+    and w -= lr * buf, weight decay applied once.
     """
-
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        *,
-        lr: float,
-        momentum: float = 0.9,
-        weight_decay: float = 1e-6,
-        trust_coef: float = 1e-3,
-        eps: float = 1e-8,
-    ) -> None:
-        for name, value in [
-            ("lr", lr),
-            ("momentum", momentum),
-            ("weight_decay", weight_decay),
-            ("trust_coef", trust_coef),
-            ("eps", eps),
-        ]:
-            if value < 0:
-                raise ValueError(f"{name} must be non-negative, got {value}")
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "trust_coef": trust_coef,
-            "eps": eps,
-        }
-        super().__init__(params, defaults)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            wd = group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                w_norm = torch.linalg.vector_norm(p)
-                g_norm = torch.linalg.vector_norm(p.grad)
-                ratio = group["trust_coef"] * w_norm / (g_norm + wd * w_norm + group["eps"])
-                ratio = torch.where((w_norm > 0) & (g_norm > 0), ratio, 1.0)
-                update = p.grad.add(p, alpha=wd).mul_(ratio)
-                if group["momentum"] != 0:
-                    state = self.state[p]
-                    if "momentum_buffer" in state:
-                        update = state["momentum_buffer"].mul_(group["momentum"]).add_(update)
-                    else:
-                        state["momentum_buffer"] = update
-                p.add_(update, alpha=-group["lr"])
-        return loss
+    return Lars(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        trust_coeff=cfg.lars_trust_coef,
+        always_adapt=True,
+    )
 
 
 def warmup_cosine_lr(

@@ -15,7 +15,7 @@ import torch
 from dia.config import ContrastiveConfig
 from dia.contrastive.augment import SimCLRAugment
 from dia.contrastive.loss import contrastive_loss, shift_loss
-from dia.contrastive.optim import LARS, set_lr, warmup_cosine_lr
+from dia.contrastive.optim import lars, set_lr, warmup_cosine_lr
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.views import DissolveFn, make_views
 from dia.data.prepare import ImageBatches
@@ -58,13 +58,7 @@ class Trainer:
         self.dissolve_all = dissolve_all
         torch.manual_seed(seed)
         self.model = build_model(cfg).to(device)
-        self.optimizer = LARS(
-            self.model.parameters(),
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            trust_coef=cfg.lars_trust_coef,
-        )
+        self.optimizer = lars(self.model.parameters(), cfg)
         self.augment = SimCLRAugment(
             image_size=cfg.image_size,
             crop_scale=(cfg.crop_scale_min, 1.0),

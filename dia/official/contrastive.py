@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision.transforms as T
-from timm.optim import Lars
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dia.config import OFFICIAL_HUE, ContrastiveConfig, DissolveConfig, ScoreConfig
+from dia.contrastive.optim import lars
 from dia.contrastive.train import batches_per_epoch
 from dia.data.prepare import ImageBatches
 from dia.diffusion.model import load_diffusion
@@ -293,14 +293,7 @@ def train_official(
     cfg = run.cfg
     seed_everything(seed)
     model = run.build_model()
-    optimizer = Lars(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        trust_coeff=cfg.lars_trust_coef,
-        always_adapt=True,
-    )
+    optimizer = lars(model.parameters(), cfg)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, cfg.lr_cosine_epochs or cfg.epochs
     )
