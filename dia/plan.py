@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, get_args
 
-from dia.baselines import BASELINES
 from dia.config import Impl
 from dia.data.layouts import LISTERS
 from dia.data.one_class import expand_one_class
+from dia.data.registry import SOURCES, needs_kaggle
 from dia.errors import DiaError
+from dia.sections import CONFIG_SECTIONS
 
-# Sections a config layer may hold: one per stage and one per baseline.
-CONFIG_SECTIONS = ("diffusion", "dissolve", "contrastive", "score", *BASELINES)
 RESOLUTION_VARIANT = re.compile(r"dslv(\d+)")
 # What a variant may change besides the training and scoring sections: the two keys a diffusion
 # model and its dissolve cache are keyed on (by path), and the blur stand-ins, which need neither.
@@ -39,6 +39,17 @@ DISSOLVE_ABLATION = {
 }
 
 Record = dict[str, Any]
+
+
+@dataclass(frozen=True, order=True)
+class DiffusionTag:
+    """What a diffusion model and its dissolve cache are keyed on; ``res<N>_ratio<r>`` in paths."""
+
+    resolution: int
+    data_ratio: float
+
+    def __str__(self) -> str:
+        return f"res{self.resolution}_ratio{self.data_ratio}"
 
 
 IMPLS = get_args(Impl)
@@ -79,15 +90,29 @@ class Plan:
             "fig4_data_ratio": {"1.0": "default", "0.1": "ratio01"},
         }
 
+    def downloads(self, raw: str) -> list[str]:
+        """Configured datasets (a one-class family once) whose download step writes ``raw``:
+        ``npz`` or ``files`` (:data:`dia.data.registry.SOURCES`)."""
+        datasets = self.config["datasets"]
+        return [d for d, spec in datasets.items() if SOURCES[spec["source"]].raw == raw]
+
+    def kaggle_downloads(self) -> list[str]:
+        """Configured datasets downloaded from Kaggle: their credentials are checked up front."""
+        return [d for d, spec in self.config["datasets"].items() if needs_kaggle(spec)]
+
     def expand(self, names: list[str]) -> list[str]:
         """Dataset names of a config list, each one-class family replaced by its members."""
         return [m for name in names for m in self.families.get(name, [name])]
+
+    def global_layer(self) -> dict[str, Any]:
+        """The config's own sections: the first layer of every job, and all of a global job's."""
+        return {s: self.config.get(s, {}) for s in CONFIG_SECTIONS}
 
     def layers(
         self, dataset: str, method: str | None = None, variant: str = "default"
     ) -> list[dict[str, Any]]:
         """Config layers in precedence order: global, dataset, method, variant (its sections)."""
-        out = [{s: self.config.get(s, {}) for s in CONFIG_SECTIONS}, self.specs[dataset]]
+        out = [self.global_layer(), self.specs[dataset]]
         if method is not None:
             out.append(self.config["methods"][method])
         if variant != "default":
@@ -111,21 +136,48 @@ class Plan:
                 return value
         return default
 
+    def baseline(self, method: str) -> str | None:
+        """The baseline ``method`` trains (its ``model`` key), or None for CSI and DIA."""
+        return _baseline(self.config["methods"][method])
+
     def diffusion_tag(
         self, dataset: str, method: str | None = None, variant: str = "default"
-    ) -> str:
-        """What a diffusion model and its dissolve cache are keyed on: resolution and data ratio."""
+    ) -> DiffusionTag:
+        """The diffusion model (and dissolve cache) a job uses: resolution and data ratio."""
         key = (dataset, method, variant)
-        res = int(self.setting("dissolve", "resolution", 32, *key))
-        return f"res{res}_ratio{float(self.setting('diffusion', 'data_ratio', 1.0, *key))}"
+        return DiffusionTag(
+            int(self.setting("dissolve", "resolution", 32, *key)),
+            float(self.setting("diffusion", "data_ratio", 1.0, *key)),
+        )
+
+    def diffusion_models(self) -> list[tuple[str, DiffusionTag]]:
+        """Every diffusion model the config trains: those DIA runs dissolve with, and each main
+        dataset's default one for Fig. 1 when DIA runs."""
+        models = {(r["dataset"], tag) for r, tag in self._dissolving_runs()}
+        if "dia" in self.methods:
+            models |= {(d, self.diffusion_tag(d)) for d in self.main_datasets}
+        return sorted(models)
+
+    def dissolve_caches(self) -> list[tuple[str, DiffusionTag]]:
+        """Every dissolve cache the config builds: those of DIA runs that read a cache."""
+        runs = self._dissolving_runs()
+        return sorted({(r["dataset"], tag) for r, tag in runs if r["dissolve"] == "cache"})
+
+    def _dissolving_runs(self) -> list[tuple[Record, DiffusionTag]]:
+        out = []
+        for r in self.runs():
+            key = (r["dataset"], r["method"], r["variant"])
+            if source := self.dissolve_input(*key):
+                out.append(({**r, "dissolve": source}, self.diffusion_tag(*key)))
+        return out
 
     def dissolve_input(self, dataset: str, method: str, variant: str = "default") -> str | None:
         """``cache``, ``online`` (the diffusion model) or None for what a run dissolves with.
 
         DIA dissolves with a diffusion model unless ``dissolve.kind`` is a blur; CSI and the
-        baselines (a ``model`` key) never do.
+        baselines never do.
         """
-        if self.config["methods"][method].get("model"):
+        if self.baseline(method):
             return None
         key = (dataset, method, variant)
         if self.setting("contrastive", "method", method, *key) != "dia":
@@ -139,7 +191,7 @@ class Plan:
         dataset decoded from image files at an ``image_size`` (:mod:`dia.data.views`)."""
         spec = self.specs[dataset]
         return (
-            bool(self.config["methods"][method].get("model"))
+            bool(self.baseline(method))
             and spec.get("source") in LISTERS
             and bool(spec.get("image_size"))
         )
@@ -151,7 +203,7 @@ class Plan:
         out = {}
         for r in self.runs():
             if r["dataset"] == dataset and self.needs_views(dataset, r["method"]):
-                model = self.config["methods"][r["method"]]["model"]
+                model = self.baseline(r["method"])
                 layers = self.layers(dataset, r["method"], r["variant"])
                 out[(r["method"], r["variant"])] = (
                     model,
@@ -312,7 +364,11 @@ class Plan:
         ]
 
 
+def _baseline(spec: Mapping[str, Any]) -> str | None:
+    return spec.get("model")
+
+
 def _impl_section(spec: Mapping[str, Any]) -> str:
     """The config section whose ``impl`` a method's runs follow: its baseline's, or
     ``contrastive`` for CSI and DIA."""
-    return spec.get("model") or "contrastive"
+    return _baseline(spec) or "contrastive"

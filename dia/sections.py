@@ -20,6 +20,8 @@ SECTIONS = {
     "contrastive": ContrastiveConfig,
     "score": ScoreConfig,
 }
+# Sections a config layer may hold: one per stage and one per baseline.
+CONFIG_SECTIONS = (*SECTIONS, *BASELINES)
 
 
 def section_class(section: str) -> Any:

@@ -13,7 +13,7 @@ from torch.nn.utils import clip_grad_norm_
 
 from dia.errors import DiaError
 from dia.evaluation.selection import OFFICIAL_RULES
-from dia.plan import CONFIG_SECTIONS
+from dia.sections import CONFIG_SECTIONS
 from dia.stages.data import run_download, run_prepare
 from dia.stages.diffusion import diffusion_subset, run_dissolve_cache, run_train_diffusion
 from dia.stages.runs import run_score, run_train
@@ -54,7 +54,14 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _run(root: Path, out: Path, layers: list, seed: int = 0, cache: Path | None = None) -> str:
+def _run(
+    root: Path,
+    out: Path,
+    layers: list,
+    seed: int = 0,
+    cache: Path | None = None,
+    baseline: str | None = None,
+) -> str:
     """Train and score one run; its scores.csv text."""
     run_train(
         data_dir=root / "data",
@@ -64,6 +71,7 @@ def _run(root: Path, out: Path, layers: list, seed: int = 0, cache: Path | None 
         layers=layers,
         seed=seed,
         device="cpu",
+        baseline=baseline,
         cache=cache,
     )
     run_score(data_dir=root / "data", run_dir=out, preset="dia_code", layers=layers, device="cpu")
@@ -173,10 +181,8 @@ def test_blur_ablation_trains_without_a_diffusion_model(
 @pytest.mark.parametrize("baseline", BASELINES)
 def test_baselines_train_and_score_like_dia(prepared: Path, tmp_path: Path, baseline: str) -> None:
     """Same files as a DIA run, deterministic for a seed, the training normals only."""
-    layers = [*LAYERS, {"model": baseline}]
-
-    first = _run(prepared, tmp_path / "a", layers)
-    assert first == _run(prepared, tmp_path / "b", layers)
+    first = _run(prepared, tmp_path / "a", LAYERS, baseline=baseline)
+    assert first == _run(prepared, tmp_path / "b", LAYERS, baseline=baseline)
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     official = {"official"} if baseline in OFFICIAL_RULES else set()  # Transformaly, UniAD
     assert set(metrics) == {"last", "val", "test_oracle"} | official

@@ -1,6 +1,7 @@
 """Where each image-file dataset comes from, and how its files are made available.
 
-``fetch_files`` downloads the official archive (Kaggle, Simula, or torchvision's CIFAR URL),
+``fetch_files`` downloads the official archive (:mod:`dia.data.registry` says from where; CIFAR's
+is torchvision's URL),
 verifies and extracts it safely, or takes a local copy instead (an extracted folder, used in
 place, or the archive itself), checks the layout, and records the dataset's folder in
 ``source.json``: the download step's only declared output, written last.
@@ -9,33 +10,16 @@ place, or the archive itself), checks the layout, and records the dataset's fold
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from dia.data.archive import extract_archive
 from dia.data.cifar import cifar_archive, find_cifar
 from dia.data.download import download
 from dia.data.kaggle import kaggle_download
 from dia.data.layouts import LISTERS
+from dia.data.registry import CIFAR, FILE_SOURCES, SOURCES
 from dia.errors import DiaError
 from dia.io import read_json, write_json
-
-
-@dataclass(frozen=True)
-class Kaggle:
-    kind: Literal["dataset", "competition"]
-    ref: str
-
-
-KAGGLE: dict[str, Kaggle] = {
-    "sarscov2": Kaggle("dataset", "plameneduardo/sarscov2-ctscan-dataset"),
-    "kermany": Kaggle("dataset", "paultimothymooney/kermany2018"),
-    "aptos2019": Kaggle("competition", "aptos2019-blindness-detection"),
-}
-KVASIR_URL = "https://datasets.simula.no/downloads/kvasir/kvasir-dataset-v2.zip"
-CIFAR = ("cifar10", "cifar100")
-FILE_SOURCES = (*KAGGLE, "kvasir", *CIFAR, "folder")
 
 
 def check_layout(source: str, root: Path) -> None:
@@ -52,11 +36,12 @@ def _download_archive(source: str, dataset: str, raw_dir: Path) -> Path:
             f"datasets.{dataset}.local_path is not set; a `folder` dataset is read from your own "
             f"folder of images: set local_path to it"
         )
-    if source in KAGGLE:
-        entry = KAGGLE[source]
-        return kaggle_download(entry.kind, entry.ref, raw_dir / "archive.zip", dataset=dataset)
-    if source == "kvasir":
-        return download(KVASIR_URL, raw_dir / "kvasir-dataset-v2.zip")
+    entry = SOURCES[source]
+    if entry.kaggle:
+        kaggle = entry.kaggle
+        return kaggle_download(kaggle.kind, kaggle.ref, raw_dir / "archive.zip", dataset=dataset)
+    if entry.url:
+        return download(entry.url, raw_dir / entry.url.rsplit("/", 1)[-1])
     archive = cifar_archive(source)
     return download(archive.url, raw_dir / archive.url.rsplit("/", 1)[-1], md5=archive.md5)
 

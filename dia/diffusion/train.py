@@ -22,26 +22,70 @@ from dia.io import atomic_path
 from dia.progress import library_bars, progress
 
 
-def _checkpoint(
-    state_dir: Path,
-    step: int,
-    diffusion: torch.nn.Module,
-    ema: EMA,
-    opt: torch.optim.Optimizer,
-    gen: torch.Generator,
-) -> None:
-    with atomic_path(state_dir / "last.pt") as tmp:
-        torch.save(
-            {
-                "step": step,
-                "model": diffusion.state_dict(),
-                "ema": ema.state_dict(),
-                "opt": opt.state_dict(),
-                "rng": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-            },
-            tmp,
+class _Run:
+    """The model, its EMA, the optimiser and the generator of one training run, checkpointed
+    together so that a killed job resumes bit for bit."""
+
+    def __init__(self, cfg: DiffusionConfig, seed: int, device: str) -> None:
+        torch.manual_seed(seed)
+        self.cfg, self.device = cfg, device
+        self.gen = torch.Generator().manual_seed(seed)
+        self.diffusion = build_diffusion(cfg).to(device)
+        self.ema = EMA(
+            self.diffusion,
+            beta=cfg.ema_decay,
+            update_every=cfg.ema_update_every,
+            include_online_model=False,
+        ).to(device)
+        self.opt = torch.optim.Adam(
+            self.diffusion.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas)
         )
+        self.step = 0
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save(
+                {
+                    "step": self.step,
+                    "model": self.diffusion.state_dict(),
+                    "ema": self.ema.state_dict(),
+                    "opt": self.opt.state_dict(),
+                    "rng": self.gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                },
+                tmp,
+            )
+
+    def restore(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.diffusion.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+
+    def train_step(self, images: torch.Tensor) -> float:
+        """One optimiser step over ``grad_accum`` batches drawn with replacement; the loss."""
+        cfg, n = self.cfg, images.shape[0]
+        batch = min(cfg.batch_size, n)
+        self.diffusion.train()
+        total = 0.0
+        for _ in range(cfg.grad_accum):
+            x = images[torch.randint(n, (batch,), generator=self.gen)]
+            if cfg.hflip:
+                flip = torch.rand(batch, generator=self.gen) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            loss = self.diffusion(x.to(self.device)) / cfg.grad_accum
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(self.diffusion.parameters(), cfg.max_grad_norm)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update()
+        self.step += 1
+        return total
 
 
 def train_diffusion(
@@ -58,64 +102,33 @@ def train_diffusion(
 
     Returns summary figures (final loss, steps per second) for the meta file.
     """
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    diffusion = build_diffusion(cfg).to(device)
-    ema = EMA(
-        diffusion, beta=cfg.ema_decay, update_every=cfg.ema_update_every, include_online_model=False
-    ).to(device)
-    opt = torch.optim.Adam(diffusion.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
-    step = 0
+    run = _Run(cfg, seed, device)
     state_file = state_dir / "last.pt"
     if state_file.exists():
-        state = torch.load(state_file, map_location=device, weights_only=False)
-        diffusion.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        step = state["step"]
-
-    n = images.shape[0]
-    batch = min(cfg.batch_size, n)
+        run.restore(state_file)
     losses: list[float] = []
-    started = time.perf_counter()
-    first_step = step
-    with progress(cfg.steps, "diffusion", initial=step) as bar:
-        while step < cfg.steps:
-            diffusion.train()
-            total = 0.0
-            for _ in range(cfg.grad_accum):
-                idx = torch.randint(n, (batch,), generator=gen)
-                x = images[idx]
-                if cfg.hflip:
-                    flip = torch.rand(batch, generator=gen) < 0.5
-                    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-                loss = diffusion(x.to(device)) / cfg.grad_accum
-                loss.backward()
-                total += loss.item()
-            torch.nn.utils.clip_grad_norm_(diffusion.parameters(), cfg.max_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            ema.update()
-            step += 1
-            losses.append(total)
-            bar.set_postfix(loss=f"{total:.4f}")
+    started, first_step = time.perf_counter(), run.step
+    with progress(cfg.steps, "diffusion", initial=run.step) as bar:
+        while run.step < cfg.steps:
+            losses.append(run.train_step(images))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update(1)
-            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                state_dir.mkdir(parents=True, exist_ok=True)
-                _checkpoint(state_dir, step, diffusion, ema, opt, gen)
+            if run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps:
+                run.save(state_file)
     elapsed = time.perf_counter() - started
-
-    save_diffusion(model_path, diffusion, ema.ema_model, cfg)
-    ema.ema_model.eval()
-    with torch.inference_mode(), library_bars():
-        samples = ema.ema_model.sample(batch_size=cfg.n_samples)
-    with atomic_path(samples_path) as tmp:
-        save_image(samples, tmp, nrow=max(1, int(cfg.n_samples**0.5)), format="png")
+    save_diffusion(model_path, run.diffusion, run.ema.ema_model, cfg)
+    _write_samples(run.ema.ema_model, cfg.n_samples, samples_path)
     state_file.unlink(missing_ok=True)
     tail = losses[-50:] or [float("nan")]
     return {
         "final_loss": sum(tail) / len(tail),
-        "steps_per_second": (step - first_step) / elapsed if elapsed > 0 else float("nan"),
+        "steps_per_second": (run.step - first_step) / elapsed if elapsed > 0 else float("nan"),
     }
+
+
+def _write_samples(model: torch.nn.Module, n: int, path: Path) -> None:
+    model.eval()
+    with torch.inference_mode(), library_bars():
+        samples = model.sample(batch_size=n)
+    with atomic_path(path) as tmp:
+        save_image(samples, tmp, nrow=max(1, int(n**0.5)), format="png")

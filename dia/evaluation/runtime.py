@@ -71,6 +71,11 @@ class Stage:
     units: float = 0.0
     seconds: float = 0.0
 
+    def add(self, jobs: int, units: float, seconds_per_unit: float) -> None:
+        self.jobs += jobs
+        self.units += units
+        self.seconds += units * seconds_per_unit
+
 
 class Probe:
     """Times units of work on ``device``, each distinct configuration once."""
@@ -122,23 +127,27 @@ class Probe:
 
         return self._timed(("diffusion", cfg, b), setup) / b
 
-    def dissolve_image(self, cfg: DiffusionConfig, dcfg: DissolveConfig) -> float:
+    def dissolve_image(self, cfg: DiffusionConfig, dissolve_cfg: DissolveConfig) -> float:
         """Seconds per image dissolved at the model's resolution (one Unet forward)."""
-        b = self.batch(dcfg.batch_size)
+        b = self.batch(dissolve_cfg.batch_size)
 
         def setup() -> Callable[[], torch.Tensor]:
-            dissolver = self._dissolver(cfg, dcfg)
-            x, t = self._images(b, dcfg.resolution), torch.full((b,), dcfg.t_min)
+            dissolver = self._dissolver(cfg, dissolve_cfg)
+            x, t = self._images(b, dissolve_cfg.resolution), torch.full((b,), dissolve_cfg.t_min)
             return lambda: dissolver.dissolve_small(x, t)
 
-        return self._timed(("dissolve", cfg, dcfg, b), setup) / b
+        return self._timed(("dissolve", cfg, dissolve_cfg, b), setup) / b
 
-    def _dissolver(self, cfg: DiffusionConfig, dcfg: DissolveConfig) -> Dissolver:
-        model = build_diffusion(cfg.replace(resolution=dcfg.resolution)).to(self.device)
-        return Dissolver(model.eval(), dcfg, image_size=dcfg.resolution)
+    def _dissolver(self, cfg: DiffusionConfig, dissolve_cfg: DissolveConfig) -> Dissolver:
+        model = build_diffusion(cfg.replace(resolution=dissolve_cfg.resolution)).to(self.device)
+        return Dissolver(model.eval(), dissolve_cfg, image_size=dissolve_cfg.resolution)
 
     def contrastive_step(
-        self, cfg: ContrastiveConfig, mode: str | None, dcfg: DissolveConfig, dif: DiffusionConfig
+        self,
+        cfg: ContrastiveConfig,
+        mode: str | None,
+        dissolve_cfg: DissolveConfig,
+        dif: DiffusionConfig,
     ) -> float:
         """Seconds per training step of CSI (``mode`` None) or DIA (cache, online or a blur)."""
         b = self.batch(cfg.batch_size)
@@ -146,36 +155,40 @@ class Probe:
 
         def setup() -> Callable[[], Any]:
             images = self._images(b, cfg.image_size).cpu()
-            dissolve = self._dissolve_fn(mode, cfg, dcfg, dif, b)
-            blur_all = mode == "blur" and dcfg.blur_branches == "all"
+            dissolve = self._dissolve_fn(mode, cfg, dissolve_cfg, dif, b)
+            blur_all = mode == "blur" and dissolve_cfg.blur_branches == "all"
             trainer = Trainer(
                 cfg, images, dissolve=dissolve, seed=0, device=self.device, dissolve_all=blur_all
             )
             index = torch.arange(b)
             return lambda: trainer.step(index)
 
-        return self._timed(("contrastive", cfg, mode, dcfg, dif), setup)
+        return self._timed(("contrastive", cfg, mode, dissolve_cfg, dif), setup)
 
     def _dissolve_fn(
         self,
         mode: str | None,
         cfg: ContrastiveConfig,
-        dcfg: DissolveConfig,
+        dissolve_cfg: DissolveConfig,
         dif: DiffusionConfig,
         b: int,
     ) -> DissolveFn | None:
         if mode == "cache":
-            r = dcfg.resolution
+            r = dissolve_cfg.resolution
             cache = DissolveCache(
-                torch.rand(b, 2, 3, r, r), torch.tensor([dcfg.t_min, dcfg.t_max]), np.arange(b)
+                torch.rand(b, 2, 3, r, r),
+                torch.tensor([dissolve_cfg.t_min, dissolve_cfg.t_max]),
+                np.arange(b),
             )
-            return CachedDissolve(cache, dcfg.replace(cache_t_stride=1), image_size=cfg.image_size)
+            return CachedDissolve(
+                cache, dissolve_cfg.replace(cache_t_stride=1), image_size=cfg.image_size
+            )
         if mode == "online":
-            dissolver = self._dissolver(dif, dcfg)
+            dissolver = self._dissolver(dif, dissolve_cfg)
             dissolver.image_size = cfg.image_size
             return OnlineDissolve(dissolver)
         if mode == "blur":
-            return BlurDissolve(dcfg.kind, dcfg.blur_kernel)
+            return BlurDissolve(dissolve_cfg.kind, dissolve_cfg.blur_kernel)
         return None
 
     def score_image(self, cfg: ContrastiveConfig, score: ScoreConfig) -> float:
@@ -253,52 +266,19 @@ def estimate(
 ) -> pd.DataFrame:
     """Jobs, units of work and estimated hours per stage (training split into its parts)."""
     stages = {name: Stage() for name in UNITS}
-
-    def add(stage: str, jobs: int, n: float, seconds_per_unit: float) -> None:
-        stages[stage].jobs += jobs
-        stages[stage].units += n
-        stages[stage].seconds += n * seconds_per_unit
-
-    models, caches = set(), set()
-    if "dia" in plan.methods:  # Fig. 1 dissolves with each main dataset's default model
-        models |= {(d, plan.diffusion_tag(d)) for d in plan.main_datasets}
     for run in plan.runs():
-        key = (run["dataset"], run["method"], run["variant"])
-        layers = plan.layers(*key)
-        n_train, n_scored = sizes[run["dataset"]]
-        baseline = plan.config["methods"][run["method"]].get("model")
-        if baseline:
-            cfg = resolve(baseline, preset, layers)
-            image_size = resolve("contrastive", preset, layers).image_size
-            train_s, score_s = probe.baseline_images(baseline, cfg, image_size)
-            add("train: baselines", 1, cfg.epochs * n_train, train_s)
-            add("score", 1, n_scored, score_s)
-            continue
-        source = plan.dissolve_input(*key)
-        if source is not None:
-            models.add((run["dataset"], plan.diffusion_tag(*key)))
-        if source == "cache":
-            caches.add((run["dataset"], plan.diffusion_tag(*key)))
-        cfg = resolve("contrastive", preset, layers)
-        score = resolve("score", preset, layers)
-        dcfg = resolve("dissolve", preset, layers)
-        dif = resolve("diffusion", preset, layers).replace(resolution=dcfg.resolution)
-        mode = source or ("blur" if cfg.method == "dia" else None)
-        steps = cfg.epochs * batches_per_epoch(cfg, n_train)
-        evals = len(range(cfg.eval_every_epochs, cfg.epochs, cfg.eval_every_epochs))
-        add("train: CSI and DIA", 1, steps, probe.contrastive_step(cfg, mode, dcfg, dif))
-        add("train: periodic evaluations", 0, evals * n_scored, probe.score_image(cfg, score))
-        add("score", 1, n_scored, probe.score_image(cfg, score))
-    for dataset, tag in sorted(models):
-        cfg = resolve("diffusion", preset, plan.layers(dataset)).at_resolution(_res(tag))
+        for stage, jobs, units, seconds in _run_work(plan, preset, sizes, probe, run):
+            stages[stage].add(jobs, units, seconds)
+    for dataset, tag in plan.diffusion_models():
+        cfg = resolve("diffusion", preset, plan.layers(dataset)).at_resolution(tag.resolution)
         images = cfg.steps * cfg.batch_size * cfg.grad_accum
-        add("train_diffusion", 1, images, probe.diffusion_image(cfg))
-    for dataset, tag in sorted(caches):
+        stages["train_diffusion"].add(1, images, probe.diffusion_image(cfg))
+    for dataset, tag in plan.dissolve_caches():
         layers = plan.layers(dataset)
-        dcfg = resolve("dissolve", preset, layers).replace(resolution=_res(tag))
-        cfg = resolve("diffusion", preset, layers).replace(resolution=_res(tag))
-        n = sizes[dataset][0] * len(t_grid(dcfg))
-        add("dissolve_cache", 1, n, probe.dissolve_image(cfg, dcfg))
+        dissolve_cfg = resolve("dissolve", preset, layers).replace(resolution=tag.resolution)
+        cfg = resolve("diffusion", preset, layers).replace(resolution=tag.resolution)
+        n = sizes[dataset][0] * len(t_grid(dissolve_cfg))
+        stages["dissolve_cache"].add(1, n, probe.dissolve_image(cfg, dissolve_cfg))
     rows = [
         {
             "stage": name,
@@ -313,6 +293,32 @@ def estimate(
     return pd.DataFrame(rows, columns=["stage", "jobs", "unit", "units", "hours"])
 
 
-def _res(tag: str) -> int:
-    """The resolution of a ``res<N>_ratio<r>`` tag."""
-    return int(tag.removeprefix("res").split("_ratio")[0])
+def _run_work(
+    plan: Plan, preset: str, sizes: dict[str, tuple[int, int]], probe: Probe, run: dict[str, Any]
+) -> list[tuple[str, int, float, float]]:
+    """(stage, jobs, units, seconds per unit) of one run's training and scoring."""
+    key = (run["dataset"], run["method"], run["variant"])
+    layers = plan.layers(*key)
+    n_train, n_scored = sizes[run["dataset"]]
+    if baseline := plan.baseline(run["method"]):
+        cfg = resolve(baseline, preset, layers)
+        image_size = resolve("contrastive", preset, layers).image_size
+        train_s, score_s = probe.baseline_images(baseline, cfg, image_size)
+        return [
+            ("train: baselines", 1, cfg.epochs * n_train, train_s),
+            ("score", 1, n_scored, score_s),
+        ]
+    source = plan.dissolve_input(*key)
+    cfg = resolve("contrastive", preset, layers)
+    score = resolve("score", preset, layers)
+    dissolve_cfg = resolve("dissolve", preset, layers)
+    dif = resolve("diffusion", preset, layers).replace(resolution=dissolve_cfg.resolution)
+    mode = source or ("blur" if cfg.method == "dia" else None)
+    steps = cfg.epochs * batches_per_epoch(cfg, n_train)
+    evals = len(range(cfg.eval_every_epochs, cfg.epochs, cfg.eval_every_epochs))
+    score_s = probe.score_image(cfg, score)
+    return [
+        ("train: CSI and DIA", 1, steps, probe.contrastive_step(cfg, mode, dissolve_cfg, dif)),
+        ("train: periodic evaluations", 0, evals * n_scored, score_s),
+        ("score", 1, n_scored, score_s),
+    ]

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dia.data.splits import EVAL_SPLITS
 from dia.evaluation.metrics import detection_metrics
 
 RULES = ("last", "val", "test_oracle", "official")
@@ -46,7 +47,7 @@ def select_all(
         raise ValueError(f"ties must be 'earlier' or 'later', got {ties!r}")
     epochs = list(history["epochs"])
     per_epoch = [
-        {split: detection_metrics(labels[split], history[split][i]) for split in ("val", "test")}
+        {split: detection_metrics(labels[split], history[split][i]) for split in EVAL_SPLITS}
         for i in range(len(epochs))
     ]
     order = -1 if ties == "earlier" else 1
@@ -98,7 +99,7 @@ def _best_flipped(
     flipped = []
     for i in range(len(epochs)):
         metrics = {}
-        for split in ("val", "test"):
+        for split in EVAL_SPLITS:
             m = detection_metrics(labels[split], history[split][i])
             if m["auroc"] < 0.5:
                 m = detection_metrics(labels[split], -np.asarray(history[split][i]))

@@ -77,9 +77,11 @@ FIXED = (
 )
 
 
-def check_expressible(cfg: ContrastiveConfig, dcfg: DissolveConfig, score: ScoreConfig) -> None:
+def check_expressible(
+    cfg: ContrastiveConfig, dissolve_cfg: DissolveConfig, score: ScoreConfig
+) -> None:
     """Stop naming every setting the official code cannot run with."""
-    sections = {"contrastive": cfg, "dissolve": dcfg, "score": score}
+    sections = {"contrastive": cfg, "dissolve": dissolve_cfg, "score": score}
     wrong = [
         f"{section}.{key}: {getattr(sections[section], key)!r} (official: {value!r})"
         for section, key, value in FIXED
@@ -95,7 +97,7 @@ def check_expressible(cfg: ContrastiveConfig, dcfg: DissolveConfig, score: Score
 
 
 def _namespace(
-    cfg: ContrastiveConfig, dcfg: DissolveConfig, score: ScoreConfig, *, scoring: bool
+    cfg: ContrastiveConfig, dissolve_cfg: DissolveConfig, score: ScoreConfig, *, scoring: bool
 ) -> types.SimpleNamespace:
     """The official argparse namespace ``P``: training crops (crop_scale_min, 1), or the score's."""
     return types.SimpleNamespace(
@@ -109,8 +111,8 @@ def _namespace(
         resize_fix=score.crop_fixed if scoring else False,
         diffusion_scheduler="uniform",
         # t = int(100 (a + (b - a) u)), u ~ U(0, 1): a = t_min / 100, b = (t_max + 1) / 100
-        diffusion_offset=dcfg.t_min / 100,
-        diffusion_upper_offset=(dcfg.t_max + 1) / 100,
+        diffusion_offset=dissolve_cfg.t_min / 100,
+        diffusion_upper_offset=(dissolve_cfg.t_max + 1) / 100,
         loss_mode="shifted_removed",
         load_path="unused/model.pt",
         ood_samples=score.samples,
@@ -120,16 +122,16 @@ def _namespace(
     )
 
 
-def _fits(dcfg: DissolveConfig, image_size: int) -> tuple[nn.Module, nn.Module]:
+def _fits(dissolve_cfg: DissolveConfig, image_size: int) -> tuple[nn.Module, nn.Module]:
     """The pre- and post-processing ``models.classifier.get_shift_module`` picks per dataset;
     a resize goes back to the network's input size, which the official code fixes at 224."""
-    if dcfg.fit == "pad_crop":
-        pad = (dcfg.resolution - image_size) // 2
+    if dissolve_cfg.fit == "pad_crop":
+        pad = (dissolve_cfg.resolution - image_size) // 2
         return T.Pad(pad), T.CenterCrop(image_size)
-    if dcfg.resolution == image_size:
+    if dissolve_cfg.resolution == image_size:
         return nn.Identity(), nn.Identity()
     return (
-        T.Resize((dcfg.resolution, dcfg.resolution), antialias=False),
+        T.Resize((dissolve_cfg.resolution, dissolve_cfg.resolution), antialias=False),
         T.Resize((image_size, image_size), antialias=False),
     )
 
@@ -140,14 +142,14 @@ class OfficialRun:
 
     repo: Path
     cfg: ContrastiveConfig
-    dcfg: DissolveConfig
+    dissolve_cfg: DissolveConfig
     score: ScoreConfig
     device: str
     diffusion: Path | None = None
     modules: dict[str, types.ModuleType] = field(init=False)
 
     def __post_init__(self) -> None:
-        check_expressible(self.cfg, self.dcfg, self.score)
+        check_expressible(self.cfg, self.dissolve_cfg, self.score)
         official_device = "cuda" if torch.cuda.is_available() else "cpu"
         if torch.device(self.device).type != official_device:
             raise DiaError(
@@ -164,7 +166,7 @@ class OfficialRun:
 
     def training_namespace(self) -> types.SimpleNamespace:
         """``P`` of the training loop, with its shift (and dissolving) transformation."""
-        opts = _namespace(self.cfg, self.dcfg, self.score, scoring=False)
+        opts = _namespace(self.cfg, self.dissolve_cfg, self.score, scoring=False)
         opts.shift_trans = self._shift_trans()
         return opts
 
@@ -174,7 +176,7 @@ class OfficialRun:
             return self.tl.Rotation() if transform == "rotation" else self.tl.CutPerm()
         if self.diffusion is None:
             raise DiaError("impl: official DIA needs the diffusion model (dissolve_source online)")
-        pre, post = _fits(self.dcfg, self.cfg.image_size)
+        pre, post = _fits(self.dissolve_cfg, self.cfg.image_size)
         model = load_diffusion(self.diffusion, "online", self.device)
         return self.tl.DiffusionCustomTrans(
             model=model, pre_process=pre, post_process=post, transform=transform
@@ -188,7 +190,7 @@ class OfficialRun:
     def scoring_namespace(self) -> types.SimpleNamespace:
         """``P`` of the evaluation: plain shifts (dissolving maps to rotation there, official
         ``train.py``) and the score's crops."""
-        opts = _namespace(self.cfg, self.dcfg, self.score, scoring=True)
+        opts = _namespace(self.cfg, self.dissolve_cfg, self.score, scoring=True)
         opts.shift_trans = self.tl.Rotation() if self.cfg.shift == "rotation" else self.tl.CutPerm()
         return opts
 

@@ -17,14 +17,13 @@ from dia.data.prepare import (
     prepare_from_listing,
     prepare_from_npz,
 )
-from dia.data.sources import CIFAR, FILE_SOURCES, fetch_files, files_root
+from dia.data.registry import CIFAR, NPZ_SOURCES, SOURCES
+from dia.data.sources import fetch_files, files_root
 from dia.data.splits import SplitSpec
 from dia.data.views import prepared_view, write_views
 from dia.errors import DiaError
 from dia.io import file_digest, write_json
 from dia.meta import build_meta
-
-NPZ_SOURCES = ("medmnist", "phantom")
 
 
 def run_download(dataset: str, spec: dict[str, Any], dest: Path) -> None:
@@ -40,12 +39,11 @@ def run_download(dataset: str, spec: dict[str, Any], dest: Path) -> None:
             local_path=Path(local) if local else None,
             size=int(spec.get("size", 28)),
         )
-    elif source in FILE_SOURCES:
+    elif source in SOURCES:
         fetch_files(source, dataset, dest, local)
     else:
         raise DiaError(
-            f"datasets.{dataset}.source: unknown source {source!r}; use one of "
-            f"{', '.join(NPZ_SOURCES + FILE_SOURCES)}"
+            f"datasets.{dataset}.source: unknown source {source!r}; use one of {', '.join(SOURCES)}"
         )
 
 

@@ -45,7 +45,9 @@ def run_train_diffusion(
 ) -> None:
     """Train on the normal training images, fitted to ``resolution`` like dissolving does."""
     started = time.time()
-    dcfg = resolve("diffusion", preset, layers).at_resolution(resolution).replace(data_ratio=ratio)
+    diffusion_cfg = (
+        resolve("diffusion", preset, layers).at_resolution(resolution).replace(data_ratio=ratio)
+    )
     fit = resolve("dissolve", preset, layers).fit
     data = load_prepared(data_dir)
     normals = data.images[data.select("train", 0)]
@@ -55,7 +57,7 @@ def run_train_diffusion(
     images = torch.cat([fit_to(batches[i : i + _FIT_CHUNK], resolution, fit) for i in chunks])
     summary = train_diffusion(
         images,
-        dcfg,
+        diffusion_cfg,
         model_path=out_dir / "model.pt",
         samples_path=out_dir / "samples.png",
         state_dir=state_dir,
@@ -66,7 +68,7 @@ def run_train_diffusion(
         out_dir / "meta.json",
         build_meta(
             stage="train_diffusion",
-            config=dcfg.to_dict(),
+            config=diffusion_cfg.to_dict(),
             seed=seed,
             device=device,
             started=started,

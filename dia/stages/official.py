@@ -30,7 +30,7 @@ def train_official_run(
     normals: ImageBatches,
     *,
     cfg: ContrastiveConfig,
-    dcfg: DissolveConfig,
+    dissolve_cfg: DissolveConfig,
     score_cfg: ScoreConfig,
     official: Path | None,
     diffusion: Path | None,
@@ -42,7 +42,7 @@ def train_official_run(
     if official is None:
         raise DiaError("contrastive.impl is 'official' but the official repository is no input")
     repo, commit = recorded(official)
-    run = OfficialRun(repo, cfg, dcfg, score_cfg, device, diffusion=diffusion)
+    run = OfficialRun(repo, cfg, dissolve_cfg, score_cfg, device, diffusion=diffusion)
     model, state = train_official(
         run,
         normals,
@@ -56,7 +56,7 @@ def train_official_run(
         "official_commit": commit,
     }
     if cfg.method == "dia":
-        config["dissolve"] = dcfg.to_dict()
+        config["dissolve"] = dissolve_cfg.to_dict()
     return model, state, config
 
 
@@ -78,8 +78,8 @@ def score_official_run(
             f"{official} holds {commit}; retrain it (delete its model.pt)"
         )
     cfg = ContrastiveConfig.from_dict(ckpt["config"]["contrastive"])
-    dcfg = DissolveConfig.from_dict(ckpt["config"].get("dissolve"))
-    run = OfficialRun(repo, cfg, dcfg, score_cfg, device)
+    dissolve_cfg = DissolveConfig.from_dict(ckpt["config"].get("dissolve"))
+    run = OfficialRun(repo, cfg, dissolve_cfg, score_cfg, device)
     model = run.build_model()
     model.load_state_dict(ckpt["model"])
     return _splits(run, model, data), {"score": score_cfg.to_dict(), "official_commit": commit}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,12 @@ Layers = list[dict[str, Any]]
 
 
 def score_splits(
-    model: ResNet18, data: PreparedData, cfg: ContrastiveConfig, score_cfg: ScoreConfig, device: str
+    model: ResNet18,
+    *,
+    data: PreparedData,
+    cfg: ContrastiveConfig,
+    score_cfg: ScoreConfig,
+    device: str,
 ) -> dict[str, np.ndarray]:
     """Anomaly scores of the val and test images, with statistics from the training normals."""
 
@@ -67,7 +73,7 @@ def score_splits(
 
 def _dissolve_source(
     cfg: ContrastiveConfig,
-    dcfg: DissolveConfig,
+    dissolve_cfg: DissolveConfig,
     *,
     cache: Path | None,
     diffusion: Path | None,
@@ -77,16 +83,17 @@ def _dissolve_source(
     """DIA's third branch: the dissolve cache, the diffusion model online, or a blur."""
     if cfg.method == "csi":
         return None
-    if dcfg.kind != "diffusion":
-        return BlurDissolve(dcfg.kind, dcfg.blur_kernel)
+    if dissolve_cfg.kind != "diffusion":
+        return BlurDissolve(dissolve_cfg.kind, dissolve_cfg.blur_kernel)
     if cfg.dissolve_source == "cache":
         if cache is None:
             raise DiaError("contrastive.dissolve_source is 'cache' but no cache was given")
-        return CachedDissolve(DissolveCache.load(cache, ids), dcfg, image_size=cfg.image_size)
+        cached = DissolveCache.load(cache, ids)
+        return CachedDissolve(cached, dissolve_cfg, image_size=cfg.image_size)
     if diffusion is None:
         raise DiaError("contrastive.dissolve_source is 'online' but no diffusion model was given")
-    model = load_diffusion(diffusion, dcfg.weights, device)
-    return OnlineDissolve(Dissolver(model, dcfg, image_size=cfg.image_size))
+    model = load_diffusion(diffusion, dissolve_cfg.weights, device)
+    return OnlineDissolve(Dissolver(model, dissolve_cfg, image_size=cfg.image_size))
 
 
 def _write_log(path: Path, log: list[dict[str, float]]) -> None:
@@ -95,11 +102,6 @@ def _write_log(path: Path, log: list[dict[str, float]]) -> None:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(log)
-
-
-def method_model(layers: Layers) -> str | None:
-    """The baseline a run trains (the method layer's ``model``), or None for CSI / DIA."""
-    return next((layer["model"] for layer in reversed(layers) if "model" in (layer or {})), None)
 
 
 def _train_contrastive(
@@ -122,13 +124,13 @@ def _train_contrastive(
             f"images are {normals.shape[-1]} px but contrastive.image_size is "
             f"{cfg.image_size}; set it in the dataset's config"
         )
-    dcfg = resolve("dissolve", preset, layers)
+    dissolve_cfg = resolve("dissolve", preset, layers)
     if cfg.impl == "official":
         return train_official_run(
             data,
             normals,
             cfg=cfg,
-            dcfg=dcfg,
+            dissolve_cfg=dissolve_cfg,
             score_cfg=score_cfg,
             official=official,
             diffusion=diffusion,
@@ -136,15 +138,11 @@ def _train_contrastive(
             device=device,
             state_dir=state_dir,
         )
+    train_ids = data.ids[data.select("train", 0)]
     source = _dissolve_source(
-        cfg,
-        dcfg,
-        cache=cache,
-        diffusion=diffusion,
-        ids=data.ids[data.select("train", 0)],
-        device=device,
+        cfg, dissolve_cfg, cache=cache, diffusion=diffusion, ids=train_ids, device=device
     )
-    blurs_all = dcfg.kind != "diffusion" and dcfg.blur_branches == "all"
+    blurs_all = dissolve_cfg.kind != "diffusion" and dissolve_cfg.blur_branches == "all"
     trainer = Trainer(
         cfg,
         normals,
@@ -153,13 +151,25 @@ def _train_contrastive(
         device=device,
         dissolve_all=source is not None and blurs_all,
     )
-    state = trainer.fit(
-        state_dir=state_dir, evaluate=lambda m: score_splits(m, data, cfg, score_cfg, device)
-    )
+    evaluate = partial(score_splits, data=data, cfg=cfg, score_cfg=score_cfg, device=device)
+    state = trainer.fit(state_dir=state_dir, evaluate=evaluate)
     config = {"contrastive": cfg.to_dict(), "score": score_cfg.to_dict()}
     if source is not None:
-        config["dissolve"] = dcfg.to_dict()
+        config["dissolve"] = dissolve_cfg.to_dict()
     return trainer.model, state, config
+
+
+def _write_evals(path: Path, state: TrainState, data: PreparedData) -> None:
+    """The periodic evaluations: epochs, each split's scores per epoch, and any selection loss."""
+    evals = state.evals
+    columns = {"epochs": np.array([epoch for epoch, _ in evals], dtype=np.int64)}
+    for split in EVAL_SPLITS:
+        empty = np.empty((0, int(data.select(split).sum())))
+        columns[split] = np.stack([ev[split] for _, ev in evals]) if evals else empty
+    if evals and "selection_loss" in evals[0][1]:
+        columns["selection_loss"] = np.array([ev["selection_loss"] for _, ev in evals])
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **columns)
 
 
 def run_train(
@@ -171,12 +181,14 @@ def run_train(
     layers: Layers,
     seed: int,
     device: str,
+    baseline: str | None = None,
     cache: Path | None = None,
     diffusion: Path | None = None,
     official: Path | None = None,
     views: Path | None = None,
 ) -> None:
-    """Train CSI, DIA or a baseline (see :func:`method_model`) on the training normals.
+    """Train ``baseline`` (:meth:`dia.plan.Plan.baseline`), or CSI / DIA when it is None, on the
+    training normals.
 
     ``official``: the record of the official repository an ``impl: official`` run uses;
     ``views``: the dataset's baseline input views (:mod:`dia.data.views`), if it has them.
@@ -184,7 +196,6 @@ def run_train(
     started = time.time()
     data = load_prepared(data_dir)
     normals = ImageBatches(data.images[data.select("train", 0)])
-    baseline = method_model(layers)
     common = {"state_dir": state_dir, "preset": preset, "layers": layers, "seed": seed}
     if baseline:
         model, state, config = train_baseline(
@@ -200,30 +211,19 @@ def run_train(
             official=official,
             **common,
         )
+    name = baseline or _contrastive_name(config)
     with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(
-            {
-                "model_name": baseline or _contrastive_name(config),
-                "config": config,
-                "model": model.state_dict(),
-            },
-            tmp,
-        )
+        torch.save({"model_name": name, "config": config, "model": model.state_dict()}, tmp)
     _write_log(out_dir / "train_log.csv", state.log)
-    epochs = np.array([e for e, _ in state.evals], dtype=np.int64)
-    extra = [k for k in ("selection_loss",) if state.evals and k in state.evals[0][1]]
-    with atomic_path(out_dir / "evals.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(
-            f,
-            epochs=epochs,
-            **{
-                s: np.stack([ev[s] for _, ev in state.evals])
-                if state.evals
-                else np.empty((0, int(data.select(s).sum())))
-                for s in EVAL_SPLITS
-            },
-            **{k: np.array([ev[k] for _, ev in state.evals]) for k in extra},
-        )
+    _write_evals(out_dir / "evals.npz", state, data)
+    inputs = {"cache": str(cache or ""), "diffusion": str(diffusion or "")}
+    extra = {
+        "model": name,
+        "epochs": state.epoch,
+        "steps": state.step,
+        "n_train_images": len(normals),
+        "train_seconds": sum(e.get("seconds", 0.0) for e in state.log),
+    }
     write_json(
         out_dir / "train_meta.json",
         build_meta(
@@ -232,18 +232,8 @@ def run_train(
             seed=seed,
             device=device,
             started=started,
-            inputs={
-                "manifest_sha256": data.manifest_sha256,
-                "cache": str(cache or ""),
-                "diffusion": str(diffusion or ""),
-            },
-            extra={
-                "model": baseline or _contrastive_name(config),
-                "epochs": state.epoch,
-                "steps": state.step,
-                "n_train_images": len(normals),
-                "train_seconds": sum(e.get("seconds", 0.0) for e in state.log),
-            },
+            inputs={"manifest_sha256": data.manifest_sha256, **inputs},
+            extra=extra,
         ),
     )
     # the run's resumable state (ours, and an official trainer's own checkpoints) is done with
@@ -257,7 +247,8 @@ def _score_contrastive(
     score_cfg = resolve("score", preset, layers)
     model = build_model(cfg).to(device)
     model.load_state_dict(ckpt["model"])
-    return score_splits(model, data, cfg, score_cfg, device), {"score": score_cfg.to_dict()}
+    final = score_splits(model, data=data, cfg=cfg, score_cfg=score_cfg, device=device)
+    return final, {"score": score_cfg.to_dict()}
 
 
 def _contrastive_name(config: dict[str, Any]) -> str:

@@ -70,7 +70,7 @@ def test_official_run_trains_scores_and_records_the_commit(
         prepared,
         normals,
         cfg=cfg,
-        dcfg=dcfg,
+        dissolve_cfg=dcfg,
         score_cfg=score,
         official=record,
         diffusion=diffusion,

@@ -10,7 +10,7 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir).parent))
 from dia.errors import DiaError
-from dia.plan import CONFIG_SECTIONS, Plan
+from dia.plan import Plan
 
 
 def validate_config(cfg):
@@ -30,19 +30,12 @@ try:
 except DiaError as exc:
     raise WorkflowError(str(exc)) from None
 
-NPZ_SOURCES = ("medmnist", "phantom")
-KAGGLE_SOURCES = ("sarscov2", "kermany", "aptos2019")
 # Downloads are per configured dataset; a one-class family (CIFAR) shares its download among the
 # datasets it expands to, one per normal class.
 RAW_DATASETS = list(config["datasets"])
-NPZ_DATASETS = [d for d in RAW_DATASETS if config["datasets"][d]["source"] in NPZ_SOURCES]
-FILE_DATASETS = [d for d in RAW_DATASETS if d not in NPZ_DATASETS]
-KAGGLE_DATASETS = [
-    d
-    for d in FILE_DATASETS
-    if config["datasets"][d]["source"] in KAGGLE_SOURCES
-    and not config["datasets"][d].get("local_path")
-]
+NPZ_DATASETS = PLAN.downloads("npz")
+FILE_DATASETS = PLAN.downloads("files")
+KAGGLE_DATASETS = PLAN.kaggle_downloads()
 OFFICIAL_REPOS = list(config.get("official_repos") or {})
 METHODS = PLAN.methods
 MAIN_DATASETS = PLAN.main_datasets

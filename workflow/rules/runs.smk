@@ -21,6 +21,7 @@ rule train:
     params:
         preset=config["preset"],
         layers=run_layers,
+        baseline=lambda wc: PLAN.baseline(wc.method) or "",
         device=device(),
         state_dir="results/state/runs/{method}/{dataset}/{variant}/seed{seed}",
     script:

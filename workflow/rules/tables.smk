@@ -85,7 +85,7 @@ rule table4:
         runtime=30,
     params:
         preset=config["preset"],
-        layers=[{s: config.get(s, {}) for s in CONFIG_SECTIONS}],
+        layers=[PLAN.global_layer()],
         resolutions=[int(res) for res in ABLATIONS["table3_resolution"]],
         rows=[r["row"] for r in PLAN.table4_runs()],
         cache_rows=list(table4_caches().values()),

@@ -14,6 +14,7 @@ run(
         preset=snakemake.params.preset,
         layers=snakemake.params.layers,
         seed=int(snakemake.wildcards.seed),
+        baseline=snakemake.params.baseline or None,
         device=pick_device(snakemake.params.device),
         cache=optional_input(snakemake, "cache"),
         diffusion=optional_input(snakemake, "diffusion"),
