@@ -100,7 +100,7 @@ class Plan:
         """Configured datasets downloaded from Kaggle: their credentials are checked up front."""
         return [d for d, spec in self.config["datasets"].items() if needs_kaggle(spec)]
 
-    def expand(self, names: list[str]) -> list[str]:
+    def expand_families(self, names: list[str]) -> list[str]:
         """Dataset names of a config list, each one-class family replaced by its members."""
         return [m for name in names for m in self.families.get(name, [name])]
 
@@ -276,7 +276,7 @@ class Plan:
         for v, spec in self.variants.items():
             seeds = [int(s) for s in spec.get("seeds", self.seeds)]
             for m in spec["methods"]:
-                for d in self.expand(spec["datasets"]):
+                for d in self.expand_families(spec["datasets"]):
                     keys.update({(m, d, var, s): None for var in ("default", v) for s in seeds})
         return [{"method": m, "dataset": d, "variant": v, "seed": s} for m, d, v, s in keys]
 
@@ -340,7 +340,7 @@ class Plan:
 
     def ablation_runs(self, name: str) -> list[Record]:
         """DIA runs of an ablation table: its variants, on its datasets."""
-        datasets = self.expand(self.ablation_datasets(name))
+        datasets = self.expand_families(self.ablation_datasets(name))
         variants = set(self.ablations[name].values())
         return [
             r
@@ -354,7 +354,7 @@ class Plan:
         rows = {("csi", "default"): "none"}
         rows.update({("dia", v): res for res, v in self.ablations["table3_resolution"].items()})
         if "table3_resolution" in self.built_ablations():
-            datasets = self.expand(self.ablation_datasets("table3_resolution"))
+            datasets = self.expand_families(self.ablation_datasets("table3_resolution"))
         else:
             datasets = self.main_datasets
         return [

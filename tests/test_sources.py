@@ -85,7 +85,9 @@ def test_bad_local_paths_are_named(tmp_path):
 
 
 def test_unknown_source_lists_the_valid_ones(tmp_path):
-    with pytest.raises(DiaError, match="unknown source 'imagenet'; use one of phantom, medmnist, sarscov2"):
+    with pytest.raises(
+        DiaError, match="unknown source 'imagenet'; use one of phantom, medmnist, sarscov2"
+    ):
         run_download("x", {"source": "imagenet"}, tmp_path / "x.npz")
 
 

@@ -45,10 +45,9 @@ def extract_features(
     """Average the outputs over ``cfg.samples`` random flips and crops of every shifted image.
 
     ``hue`` and ``hue_from`` are the training augmentation's hue jitter, which the official
-    evaluation reuses.
-    Sample s draws from a generator seeded with s, independent of the training RNG, so the same
-    model always gets the same score (the official code reseeds the global RNGs instead, which
-    leaks into training).
+    evaluation reuses. Sample s draws from a generator seeded with s, independent of the training
+    RNG, so the same model always gets the same score (the official code reseeds the global RNGs
+    instead, which leaks into training).
     """
     was_training = model.training
     model.eval()

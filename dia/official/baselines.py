@@ -626,6 +626,49 @@ class _Normalized(Dataset):
         return {"image": (image - self.mean) / self.std}
 
 
+def _uniad_reconstruction(cfg: UniADConfig) -> dict[str, Any]:
+    """The ``reconstruction`` kwargs of their config.yaml, with our settings."""
+    return {
+        "pos_embed_type": "learned",
+        "hidden_dim": cfg.hidden_dim,
+        "nhead": cfg.nhead,
+        "num_encoder_layers": cfg.num_encoder_layers,
+        "num_decoder_layers": cfg.num_decoder_layers,
+        "dim_feedforward": cfg.dim_feedforward,
+        "dropout": cfg.dropout,
+        "activation": "relu",
+        "normalize_before": False,
+        "feature_jitter": {"scale": cfg.feature_jitter_scale, "prob": cfg.feature_jitter_prob},
+        "neighbor_mask": {
+            "neighbor_size": list(cfg.neighbor_size),
+            "mask": [
+                cfg.neighbor_mask_encoder,
+                cfg.neighbor_mask_decoder_memory,
+                cfg.neighbor_mask_decoder_output,
+            ],
+        },
+        "save_recon": False,
+        "initializer": {"method": "xavier_uniform"},
+    }
+
+
+def _uniad_trainer(cfg: UniADConfig) -> dict[str, Any]:
+    """The ``trainer`` section of their config.yaml: epochs, clipping, StepLR and AdamW."""
+    return {
+        "max_epoch": cfg.epochs,
+        "clip_max_norm": cfg.clip_max_norm,
+        "print_freq_step": 1,
+        "lr_scheduler": {
+            "type": "StepLR",
+            "kwargs": {"step_size": cfg.lr_step_size, "gamma": cfg.lr_gamma},
+        },
+        "optimizer": {
+            "type": "AdamW",
+            "kwargs": {"lr": cfg.lr, "betas": list(cfg.betas), "weight_decay": cfg.weight_decay},
+        },
+    }
+
+
 class OfficialUniAD(_Driven):
     """Their ``ModelHelper`` (EfficientNet backbone, MFCN neck, UniAD reconstruction) trained by
     their ``train_one_epoch`` on one process, scored by their evaluator's image score."""
@@ -663,50 +706,12 @@ class OfficialUniAD(_Driven):
                 f"(tf_efficientnet_b<k>)"
             )
         size = cfg.image_size
-        reconstruction = {
-            "pos_embed_type": "learned",
-            "hidden_dim": cfg.hidden_dim,
-            "nhead": cfg.nhead,
-            "num_encoder_layers": cfg.num_encoder_layers,
-            "num_decoder_layers": cfg.num_decoder_layers,
-            "dim_feedforward": cfg.dim_feedforward,
-            "dropout": cfg.dropout,
-            "activation": "relu",
-            "normalize_before": False,
-            "feature_jitter": {"scale": cfg.feature_jitter_scale, "prob": cfg.feature_jitter_prob},
-            "neighbor_mask": {
-                "neighbor_size": list(cfg.neighbor_size),
-                "mask": [
-                    cfg.neighbor_mask_encoder,
-                    cfg.neighbor_mask_decoder_memory,
-                    cfg.neighbor_mask_decoder_output,
-                ],
-            },
-            "save_recon": False,
-            "initializer": {"method": "xavier_uniform"},
-        }
         config = {
             "dataset": {"input_size": [size, size], "batch_size": cfg.batch_size},
             "criterion": [
                 {"name": "FeatureMSELoss", "type": "FeatureMSELoss", "kwargs": {"weight": 1.0}}
             ],
-            "trainer": {
-                "max_epoch": cfg.epochs,
-                "clip_max_norm": cfg.clip_max_norm,
-                "print_freq_step": 1,
-                "lr_scheduler": {
-                    "type": "StepLR",
-                    "kwargs": {"step_size": cfg.lr_step_size, "gamma": cfg.lr_gamma},
-                },
-                "optimizer": {
-                    "type": "AdamW",
-                    "kwargs": {
-                        "lr": cfg.lr,
-                        "betas": list(cfg.betas),
-                        "weight_decay": cfg.weight_decay,
-                    },
-                },
-            },
+            "trainer": _uniad_trainer(cfg),
             "frozen_layers": ["backbone"],
             "net": [
                 {
@@ -725,7 +730,7 @@ class OfficialUniAD(_Driven):
                     "name": "reconstruction",
                     "prev": "neck",
                     "type": "models.reconstructions.UniAD",
-                    "kwargs": reconstruction,
+                    "kwargs": _uniad_reconstruction(cfg),
                 },
             ],
         }
@@ -747,13 +752,7 @@ class OfficialUniAD(_Driven):
         loader = DataLoader(
             _Normalized(normals, self.cfg.image_size), batch_size=self.cfg.batch_size, shuffle=True
         )
-        # main(): the active layers' parameters (in a fixed order; theirs iterates a set)
-        params = [
-            {"params": getattr(self.helper, name).parameters()}
-            for name in ("neck", "reconstruction")
-        ]
-        optimizer = train_val.get_optimizer(params, self.config.trainer.optimizer)
-        scheduler = train_val.get_scheduler(optimizer, self.config.trainer.lr_scheduler)
+        optimizer, scheduler = self._optimizer(train_val)
         criterion = train_val.build_criterion(self.config.criterion)
         losses: list[float] = []
         for loss in criterion.values():
@@ -786,6 +785,16 @@ class OfficialUniAD(_Driven):
                 epochs.end(float(np.mean(losses)))
                 losses.clear()
         return epochs.state
+
+    def _optimizer(self, train_val: types.ModuleType) -> tuple[torch.optim.Optimizer, Any]:
+        """main()'s optimiser over the active layers' parameters (in a fixed order; theirs
+        iterates a set) and its scheduler."""
+        params = [
+            {"params": getattr(self.helper, name).parameters()}
+            for name in ("neck", "reconstruction")
+        ]
+        optimizer = train_val.get_optimizer(params, self.config.trainer.optimizer)
+        return optimizer, train_val.get_scheduler(optimizer, self.config.trainer.lr_scheduler)
 
     def fit_scoring(self, normals: ImageBatches, device: str) -> None:
         self.helper.device = torch.device(device)

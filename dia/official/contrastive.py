@@ -23,6 +23,7 @@ import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from dia.errors import DiaError
 from dia.io import atomic_path
 from dia.official.imports import import_official
 from dia.progress import progress
-from dia.training import TrainState
+from dia.training import Schedule, TrainState
 
 MODULES = (
     "models.classifier",
@@ -295,24 +296,20 @@ def train_official(
     cfg = run.cfg
     seed_everything(seed)
     model = run.build_model()
-    optimizer = lars(model.parameters(), cfg)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, cfg.lr_cosine_epochs or cfg.epochs
-    )
-    scheduler = run.modules["training.scheduler"].GradualWarmupScheduler(
-        optimizer, multiplier=10.0, total_epoch=cfg.warmup_epochs, after_scheduler=cosine
-    )
-    linear = model.linear
-    linear_optim = torch.optim.Adam(
-        linear.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
-    )
+    optimizer, scheduler, linear_optim = _optimizers(run, model)
+    schedule = Schedule(cfg.epochs, checkpoint_every=0, eval_every=cfg.eval_every_epochs)
     opts = run.training_namespace()
-    simclr_aug = run.augmentation(opts)
-    state = TrainState()
+    step = partial(
+        run.modules[f"training.unsup.simclr_{cfg.method.upper()}"].train,
+        simclr_aug=run.augmentation(opts),
+        linear=model.linear,
+        linear_optim=linear_optim,
+        num_batches_per_epoch=cfg.max_batches_per_epoch - 1,  # it stops after n >= this
+    )
     state_file = state_dir / "last.pt"
+    state = TrainState()
     if state_file.exists():
         state = _load(state_file, model, optimizer, scheduler, linear_optim)
-    step = run.modules[f"training.unsup.simclr_{cfg.method.upper()}"].train
     per_epoch = batches_per_epoch(cfg, len(normals))
     # The official loop steps its scheduler with an explicit epoch, which torch deprecates.
     warnings.filterwarnings("ignore", "The epoch parameter in `scheduler.step", UserWarning)
@@ -322,44 +319,52 @@ def train_official(
         logger = _Logger()
         started = time.perf_counter()
         model.train()
-        step(
-            opts,
-            state.epoch + 1,
-            model,
-            nn.CrossEntropyLoss(),
-            optimizer,
-            scheduler,
-            loader,
-            logger=logger,
-            simclr_aug=simclr_aug,
-            linear=linear,
-            linear_optim=linear_optim,
-            num_batches_per_epoch=cfg.max_batches_per_epoch - 1,  # it stops after n >= this
-        )
+        criterion = nn.CrossEntropyLoss()
+        step(opts, state.epoch + 1, model, criterion, optimizer, scheduler, loader, logger=logger)
         state.epoch += 1
         state.step += per_epoch
-        sim, shift = (
-            logger.scalars.get("loss_sim", np.nan),
-            logger.scalars.get("loss_shift", np.nan),
-        )
+        _log_epoch(state, logger.scalars, optimizer, time.perf_counter() - started)
         bar.n = state.step  # the official loop may draw one batch more than it trains on
-        bar.set_postfix(epoch=state.epoch, loss=f"{sim + shift:.3f}")
-        state.log.append(
-            {
-                "epoch": state.epoch,
-                "step": state.step,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - started,
-                "loss": sim + shift,
-                "loss_con": sim,
-                "loss_cls": shift,
-            }
-        )
-        if evaluate and state.epoch % cfg.eval_every_epochs == 0 and state.epoch < cfg.epochs:
+        bar.set_postfix(epoch=state.epoch, loss=f"{state.log[-1]['loss']:.3f}")
+        if evaluate and schedule.evaluates_after(state.epoch):
             state.evals.append((state.epoch, evaluate(model)))
         _save(state_file, model, optimizer, scheduler, linear_optim, state)
     bar.close()
     return model, state
+
+
+def _optimizers(run: OfficialRun, model: nn.Module) -> tuple[Any, Any, Any]:
+    """Their LARS under GradualWarmupScheduler + cosine, and the Adam of the linear head."""
+    cfg = run.cfg
+    optimizer = lars(model.parameters(), cfg)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, cfg.lr_cosine_epochs or cfg.epochs
+    )
+    scheduler = run.modules["training.scheduler"].GradualWarmupScheduler(
+        optimizer, multiplier=10.0, total_epoch=cfg.warmup_epochs, after_scheduler=cosine
+    )
+    linear_optim = torch.optim.Adam(
+        model.linear.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
+    )
+    return optimizer, scheduler, linear_optim
+
+
+def _log_epoch(
+    state: TrainState, scalars: dict[str, float], optimizer: Any, seconds: float
+) -> None:
+    """The log row of the epoch just trained, from the losses their logger received."""
+    sim, shift = scalars.get("loss_sim", np.nan), scalars.get("loss_shift", np.nan)
+    state.log.append(
+        {
+            "epoch": state.epoch,
+            "step": state.step,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "loss": sim + shift,
+            "loss_con": sim,
+            "loss_cls": shift,
+        }
+    )
 
 
 def _scheduler_state(scheduler: Any) -> dict[str, Any]:

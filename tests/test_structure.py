@@ -1,6 +1,6 @@
-"""The package's import graph has no cycle, counting imports inside functions and modules named
-in strings (registries that ``import_module`` them): a module that needs another lazily still
-depends on it."""
+"""The package's shape: no import cycle, counting imports inside functions and modules named in
+strings (registries that ``import_module`` them), since a module that needs another lazily still
+depends on it; and no function longer than a screen."""
 
 from __future__ import annotations
 
@@ -89,3 +89,32 @@ def test_the_package_has_no_import_cycle() -> None:
     cycle = find_cycle(import_graph())
     if cycle:
         pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+MAX_FUNCTION_LINES = 50
+
+
+def long_functions(source: str) -> list[tuple[str, int]]:
+    """(name, lines) of every function in ``source`` longer than :data:`MAX_FUNCTION_LINES`,
+    its docstring and signature included."""
+    return [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+def test_long_functions_are_found() -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert long_functions(f"def f():\n{body}\n") == [("f", MAX_FUNCTION_LINES + 1)]
+    assert long_functions("def g():\n    return 1\n") == []
+
+
+def test_no_function_in_the_package_is_longer_than_a_screen() -> None:
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{name} ({lines} lines)"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for name, lines in long_functions(path.read_text())
+    ]
+    assert not found, f"over {MAX_FUNCTION_LINES} lines: {', '.join(found)}"
