@@ -45,7 +45,7 @@ OFFICIAL_HUE = 0.1 * 255 / 360
 def _check_literals(obj: Any, where: str) -> None:
     # Annotations are strings here (postponed evaluation), so look the Literal up by name.
     for field in dataclasses.fields(obj):
-        allowed = _LITERALS.get(str(field.type))
+        allowed = LITERALS.get(str(field.type))
         value = getattr(obj, field.name)
         if allowed and value not in allowed:
             raise DiaError(
@@ -223,9 +223,9 @@ class BaselineConfig(_Config):
     batch_size: int = 32
     lr: float = 1e-4
     pretrained: bool = True
-    eval_every_epochs: int | None = None
+    eval_every_epochs: int | None = dataclasses.field(default=None, metadata={"minimum": 1})
     # first evaluated epoch, then every eval_every_epochs (None: eval_every_epochs itself)
-    eval_start_epoch: int | None = None
+    eval_start_epoch: int | None = dataclasses.field(default=None, metadata={"minimum": 1})
     checkpoint_every_steps: int = 500
     score_batch_size: int = 64
 
@@ -237,7 +237,7 @@ class BaselineConfig(_Config):
         return View("square", self.image_size)
 
 
-_LITERALS: dict[str, tuple[str, ...]] = {
+LITERALS: dict[str, tuple[str, ...]] = {
     name: get_args(alias)
     for name, alias in {
         "Scaling": Scaling,

@@ -17,7 +17,7 @@ from dia.data.layouts import LISTERS
 from dia.data.one_class import expand_one_class
 from dia.data.registry import SOURCES, needs_kaggle
 from dia.errors import DiaError
-from dia.sections import CONFIG_SECTIONS
+from dia.sections import config_sections
 
 RESOLUTION_VARIANT = re.compile(r"dslv(\d+)")
 # What a variant may change besides the training and scoring sections: the two keys a diffusion
@@ -106,7 +106,7 @@ class Plan:
 
     def global_layer(self) -> dict[str, Any]:
         """The config's own sections: the first layer of every job, and all of a global job's."""
-        return {s: self.config.get(s, {}) for s in CONFIG_SECTIONS}
+        return {s: self.config.get(s, {}) for s in config_sections()}
 
     def layers(
         self, dataset: str, method: str | None = None, variant: str = "default"
@@ -117,7 +117,7 @@ class Plan:
             out.append(self.config["methods"][method])
         if variant != "default":
             spec = self.variants[variant]
-            out.append({s: spec[s] for s in CONFIG_SECTIONS if s in spec})
+            out.append({s: spec[s] for s in config_sections() if s in spec})
         return out
 
     def setting(

@@ -13,7 +13,7 @@ from torch.nn.utils import clip_grad_norm_
 
 from dia.errors import DiaError
 from dia.evaluation.selection import OFFICIAL_RULES
-from dia.sections import CONFIG_SECTIONS
+from dia.sections import config_sections
 from dia.stages.data import run_download, run_prepare
 from dia.stages.diffusion import diffusion_subset, run_dissolve_cache, run_train_diffusion
 from dia.stages.runs import run_score, run_train
@@ -22,7 +22,7 @@ from tests.conftest import TINY_CONFIG
 CONFIG = yaml.safe_load(TINY_CONFIG.read_text())
 SPEC = CONFIG["datasets"]["phantom"]
 BASELINES = ("kdad", "transformaly", "rd4ad", "uniad", "meanshift")
-LAYERS = [{s: CONFIG[s] for s in CONFIG_SECTIONS}, SPEC]
+LAYERS = [{s: CONFIG[s] for s in config_sections()}, SPEC]
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ import re
 import shutil
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
 from dia.baselines import BASELINES
-from dia.sections import SECTIONS, resolve, section_class
+from dia.sections import SECTIONS, complete_schema, resolve, section_class
 from tests.conftest import ROOT, TINY_CONFIG, snakemake
 
 # Add-ons layered with a second --configfile, not configs of their own: over config.yaml, and
@@ -211,11 +212,53 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path: Path, edit, cu
 
 
 def test_schema_matches_the_config_dataclasses() -> None:
+    """The stage sections are written out in the schema; the baselines' are generated."""
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    for section in [*SECTIONS, *BASELINES]:
+    for section in SECTIONS:
         keys = set(schema["$defs"][section]["properties"])
         assert keys == {f.name for f in dataclasses.fields(section_class(section))}, section
-    assert schema["$defs"]["method"]["properties"]["model"]["enum"] == list(BASELINES)
+    assert not set(schema["$defs"]) & set(BASELINES)  # one home: their dataclasses
+
+
+def paper_schema() -> dict:
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    return complete_schema(schema, yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+
+
+def test_generated_baseline_sections_type_every_field() -> None:
+    defs = paper_schema()["$defs"]
+    assert defs["method"]["properties"]["model"]["enum"] == list(BASELINES)
+    for name in BASELINES:
+        assert set(defs[name]["properties"]) == {
+            f.name for f in dataclasses.fields(section_class(name))
+        }
+    kdad, meanshift = defs["kdad"]["properties"], defs["meanshift"]["properties"]
+    assert kdad["impl"] == {"enum": ["native", "official"]}
+    assert kdad["lr"] == {"type": "number"}
+    assert kdad["loss_pools"] == {"type": "array", "items": {"type": "integer"}}
+    # a subclass that changes a default keeps its base's constraint
+    assert kdad["eval_every_epochs"] == {"type": ["integer", "null"], "minimum": 1}
+    assert meanshift["frozen_stages"] == {"type": ["integer", "null"], "minimum": 1}
+
+
+@pytest.mark.parametrize(
+    ("edit", "culprit"),
+    [
+        ({"kdad": {"lr": "fast"}}, "kdad.lr"),
+        ({"kdad": {"epochz": 3}}, "kdad"),
+        ({"methods": {"x": {"model": "knn"}}}, "methods.x.model"),
+        ({"rd4ad": {"eval_every_epochs": 0}}, "rd4ad.eval_every_epochs"),
+    ],
+)
+def test_generated_baseline_sections_reject_bad_values(edit: dict, culprit: str) -> None:
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    for key, value in edit.items():
+        config[key] = {**config.get(key, {}), **value}
+    schema = complete_schema(
+        yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text()), config
+    )
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    assert any(".".join(map(str, e.absolute_path)).startswith(culprit) for e in errors), errors
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -87,7 +87,7 @@ class MeanShiftConfig(BaselineConfig):
     score_batch_size: int = 64  # main.py --batch_size (feature loaders)
     backbone: str = "resnet152"  # main.py --backbone 152 (official alternative: resnet18)
     # Stem + first k residual stages frozen; None: the official rule (2 for R152, 0 for R18).
-    frozen_stages: int | None = None
+    frozen_stages: int | None = dataclasses.field(default=None, metadata={"minimum": 1})
     weight_decay: float = 5e-5  # main.py train_model: optim.SGD(..., weight_decay=0.00005)
     temperature: float = 0.25  # main.py contrastive_loss: temp = 0.25
     angular: bool = False  # main.py --angular (angular centre loss)

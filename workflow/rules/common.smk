@@ -11,12 +11,13 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir).parent))
 from dia.errors import DiaError
 from dia.plan import Plan
+from dia.sections import complete_schema
 
 
 def validate_config(cfg):
     """Stop before any job with one line naming the first offending key and the problem."""
     with open(f"{workflow.basedir}/schemas/config.schema.yaml") as f:
-        schema = yaml.safe_load(f)
+        schema = complete_schema(yaml.safe_load(f), cfg)
     errors = jsonschema.Draft202012Validator(schema).iter_errors(cfg)
     error = min(errors, key=lambda e: list(map(str, e.absolute_path)), default=None)
     if error is not None:
