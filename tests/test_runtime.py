@@ -68,6 +68,8 @@ def test_contrastive_step_is_timed_for_every_dissolve_mode(mode) -> None:
     cfg = resolve("contrastive", "dia_code", layers).replace(
         method="csi" if mode is None else "dia"
     )
-    dcfg = resolve("dissolve", "dia_code", layers)
-    dif = resolve("diffusion", "dia_code", layers).replace(resolution=dcfg.resolution)
-    assert Probe("cpu", 2, reps=1).contrastive_step(cfg, mode, dcfg, dif) > 0
+    dissolve_cfg = resolve("dissolve", "dia_code", layers)
+    diffusion_cfg = resolve("diffusion", "dia_code", layers).replace(
+        resolution=dissolve_cfg.resolution
+    )
+    assert Probe("cpu", 2, reps=1).contrastive_step(cfg, mode, dissolve_cfg, diffusion_cfg) > 0

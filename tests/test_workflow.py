@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from dia.baselines import BASELINES
-from dia.sections import SECTIONS, complete_schema, resolve, section_class
+from dia.plan import Plan
+from dia.sections import SECTIONS, complete_schema, config_sections, resolve, section_class
 from tests.conftest import ROOT, TINY_CONFIG, snakemake
 
 # Add-ons layered with a second --configfile, not configs of their own: over config.yaml, and
@@ -264,13 +265,13 @@ def test_generated_baseline_sections_reject_bad_values(edit: dict, culprit: str)
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_resolve_into_stage_configs(path: Path) -> None:
     config = yaml.safe_load(path.read_text())
-    sections = [*SECTIONS, *BASELINES]
-    for dataset, spec in config["datasets"].items():
-        for method, mspec in config["methods"].items():
-            layers = [{s: config.get(s, {}) for s in sections}, spec, mspec]
-            for section in sections:
+    plan = Plan(config)
+    for dataset in plan.datasets:
+        for method in plan.methods:
+            layers = plan.layers(dataset, method)
+            for section in config_sections():
                 resolve(section, config["preset"], layers)
-            if "model" not in mspec:  # named for its method (csi_official runs CSI)
+            if plan.baseline(method) is None:  # named for its method (csi_official runs CSI)
                 resolved = resolve("contrastive", config["preset"], layers).method
                 assert method.split("_")[0] == resolved, (dataset, method)
 

@@ -147,7 +147,7 @@ class Probe:
         cfg: ContrastiveConfig,
         mode: str | None,
         dissolve_cfg: DissolveConfig,
-        dif: DiffusionConfig,
+        diffusion_cfg: DiffusionConfig,
     ) -> float:
         """Seconds per training step of CSI (``mode`` None) or DIA (cache, online or a blur)."""
         b = self.batch(cfg.batch_size)
@@ -155,7 +155,7 @@ class Probe:
 
         def setup() -> Callable[[], Any]:
             images = self._images(b, cfg.image_size).cpu()
-            dissolve = self._dissolve_fn(mode, cfg, dissolve_cfg, dif, b)
+            dissolve = self._dissolve_fn(mode, cfg, dissolve_cfg, diffusion_cfg, b)
             blur_all = mode == "blur" and dissolve_cfg.blur_branches == "all"
             trainer = Trainer(
                 cfg, images, dissolve=dissolve, seed=0, device=self.device, dissolve_all=blur_all
@@ -163,14 +163,14 @@ class Probe:
             index = torch.arange(b)
             return lambda: trainer.step(index)
 
-        return self._timed(("contrastive", cfg, mode, dissolve_cfg, dif), setup)
+        return self._timed(("contrastive", cfg, mode, dissolve_cfg, diffusion_cfg), setup)
 
     def _dissolve_fn(
         self,
         mode: str | None,
         cfg: ContrastiveConfig,
         dissolve_cfg: DissolveConfig,
-        dif: DiffusionConfig,
+        diffusion_cfg: DiffusionConfig,
         b: int,
     ) -> DissolveFn | None:
         if mode == "cache":
@@ -184,7 +184,7 @@ class Probe:
                 cache, dissolve_cfg.replace(cache_t_stride=1), image_size=cfg.image_size
             )
         if mode == "online":
-            dissolver = self._dissolver(dif, dissolve_cfg)
+            dissolver = self._dissolver(diffusion_cfg, dissolve_cfg)
             dissolver.image_size = cfg.image_size
             return OnlineDissolve(dissolver)
         if mode == "blur":
@@ -312,13 +312,18 @@ def _run_work(
     cfg = resolve("contrastive", preset, layers)
     score = resolve("score", preset, layers)
     dissolve_cfg = resolve("dissolve", preset, layers)
-    dif = resolve("diffusion", preset, layers).replace(resolution=dissolve_cfg.resolution)
+    diffusion_cfg = resolve("diffusion", preset, layers).replace(resolution=dissolve_cfg.resolution)
     mode = source or ("blur" if cfg.method == "dia" else None)
     steps = cfg.epochs * batches_per_epoch(cfg, n_train)
     evals = len(range(cfg.eval_every_epochs, cfg.epochs, cfg.eval_every_epochs))
     score_s = probe.score_image(cfg, score)
     return [
-        ("train: CSI and DIA", 1, steps, probe.contrastive_step(cfg, mode, dissolve_cfg, dif)),
+        (
+            "train: CSI and DIA",
+            1,
+            steps,
+            probe.contrastive_step(cfg, mode, dissolve_cfg, diffusion_cfg),
+        ),
         ("train: periodic evaluations", 0, evals * n_scored, score_s),
         ("score", 1, n_scored, score_s),
     ]

@@ -64,13 +64,13 @@ def test_official_run_trains_scores_and_records_the_commit(
     method: str, record: Path, diffusion: Path, tmp_path: Path
 ) -> None:
     prepared = noise_prepared()
-    cfg, dcfg, score = configs(method)
+    cfg, dissolve_cfg, score = configs(method)
     normals = ImageBatches(prepared.images[prepared.select("train", 0)])
     model, state, config = train_official_run(
         prepared,
         normals,
         cfg=cfg,
-        dissolve_cfg=dcfg,
+        dissolve_cfg=dissolve_cfg,
         score_cfg=score,
         official=record,
         diffusion=diffusion,
@@ -94,11 +94,11 @@ def test_official_run_trains_scores_and_records_the_commit(
 
 def test_official_run_resumes_at_an_epoch_boundary(record: Path, diffusion: Path, tmp_path) -> None:
     folder = official_folder("shijianjian__DIA")
-    cfg, dcfg, score = configs("dia")
+    cfg, dissolve_cfg, score = configs("dia")
     normals = ImageBatches(noise_prepared().images[:12])
 
     def train(state_dir: Path, crash_at: int | None = None) -> torch.nn.Module:
-        run = OfficialRun(folder, cfg, dcfg, score, "cpu", diffusion=diffusion)
+        run = OfficialRun(folder, cfg, dissolve_cfg, score, "cpu", diffusion=diffusion)
         if crash_at is not None:
             module = run.modules["training.unsup.simclr_DIA"]
             real = module.train
