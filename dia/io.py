@@ -1,4 +1,4 @@
-"""Small file utilities: atomic writes, hashing and JSON, shared by every stage."""
+"""Small file utilities: atomic writes, hashing, JSON and mapped arrays, shared by every stage."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ import contextlib
 import hashlib
 import json
 import os
+import struct
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 _CHUNK = 1 << 20
+_ZIP_LOCAL_HEADER = 30  # bytes before a zip member's name and extra field
 
 
 @contextlib.contextmanager
@@ -60,3 +65,33 @@ def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
 
 def bytes_digest(data: bytes, algorithm: str = "sha256") -> str:
     return hashlib.new(algorithm, data).hexdigest()
+
+
+def mapped_npz_array(path: str | os.PathLike[str], name: str) -> np.ndarray:
+    """Array ``name`` of an uncompressed ``.npz`` (``np.savez``), memory-mapped read-only.
+
+    ``np.load`` cannot map a member of a zip, so this finds the member's bytes in the file and
+    maps them: indexing the result reads only the rows it selects, so a job that trains on the
+    normals never holds the test images in memory. A compressed member is loaded whole.
+    """
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        with np.load(path, allow_pickle=False) as data:
+            return data[name]
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(_ZIP_LOCAL_HEADER)
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + _ZIP_LOCAL_HEADER + name_length + extra_length)
+        version = np.lib.format.read_magic(f)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }[version]
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{path}: {name} holds Python objects and cannot be mapped")
+    order = "F" if fortran else "C"
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, order=order, offset=offset)

@@ -25,7 +25,7 @@ from dia.data.medmnist import SPLITS, load_npz_splits
 from dia.data.splits import SplitSpec, assign_splits, frozen_splits
 from dia.data.views import prepared_view
 from dia.errors import DiaError
-from dia.io import atomic_path, file_digest
+from dia.io import atomic_path, file_digest, mapped_npz_array
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +37,8 @@ COLUMNS = ("id", "path", "sha256", "raw_label", "label", "split")
 
 @dataclass(frozen=True, eq=False)
 class PreparedData:
-    """A prepared dataset in memory; rows follow the manifest order."""
+    """A prepared dataset; rows follow the manifest order. ``images`` is memory-mapped when
+    loaded from disk (:func:`load_prepared`): a job reads only the rows it indexes."""
 
     ids: np.ndarray
     images: np.ndarray
@@ -214,7 +215,8 @@ def load_prepared(out_dir: Path) -> PreparedData:
         rows = list(reader)
     try:
         with np.load(npz, allow_pickle=False) as data:
-            images, ids = data["images"], data["ids"]
+            ids = data["ids"]
+        images = mapped_npz_array(npz, "images")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DiaError(f"{npz} is corrupt or unreadable ({exc}); {redo}") from exc
     manifest_ids = np.array([row["id"] for row in rows])
