@@ -72,6 +72,26 @@ def test_lookup_equals_dissolve_small(
     assert (got[2] - got[3]).abs().max().item() > 1e-5
 
 
+def test_half_size_cache_is_within_its_stated_bound(
+    cache_file: Path, dissolver: Dissolver, images: torch.Tensor, tmp_path: Path
+) -> None:
+    """float16 storage: half the bytes, every value within a relative 2^-11 of float32 (2.5e-4
+    absolute in [-1, 1]); lookups come back as float32."""
+    half_dissolver = Dissolver(
+        dissolver.diffusion, dissolver.cfg.replace(cache_dtype="float16"), image_size=SIZE
+    )
+    build_cache(half_dissolver, images, IDS, tmp_path / "half.npz")
+    full, half = DissolveCache.load(cache_file, IDS), DissolveCache.load(tmp_path / "half.npz", IDS)
+    assert half.dissolved.dtype == torch.float16
+    assert half.dissolved.nbytes * 2 == full.dissolved.nbytes
+    error = (half.dissolved.float() - full.dissolved).abs()
+    assert full.dissolved.abs().max() <= 1.0
+    assert bool((error <= full.dissolved.abs() * 2**-11 + 2**-24).all())
+    assert error.max() <= 2.5e-4 and error.max() > 0
+    index, t = torch.tensor([0, 3]), torch.tensor([30, 50])
+    assert half.lookup(index, t).dtype == torch.float32
+
+
 def test_lookup_rejects_off_grid_t(cache_file: Path) -> None:
     cache = DissolveCache.load(cache_file)
     for bad in (35, 20, 60):

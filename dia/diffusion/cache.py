@@ -1,8 +1,8 @@
 """Precomputed dissolved images, so contrastive training never runs the diffusion model.
 
 The cache holds D(x, t) at the model's resolution for every normal training image and every t of
-a grid ``t_min, t_min + stride, ..., <= t_max``. Training then costs one gather and one resize per
-view instead of a Unet forward pass.
+a grid ``t_min, t_min + stride, ..., <= t_max``, as float32 or (``cache_dtype: float16``) half.
+Training then costs one gather and one resize per view instead of a Unet forward pass.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def build_cache(
     """Dissolve ``images`` (N, 3, H, W) at every grid t and write ``dest`` (npz) atomically."""
     grid = t_grid(dissolver.cfg)
     r = dissolver.cfg.resolution
-    out = np.empty((len(images), len(grid), 3, r, r), dtype=np.float32)
+    out = np.empty((len(images), len(grid), 3, r, r), dtype=dissolver.cfg.cache_dtype)
     bs = dissolver.cfg.batch_size
     total = len(grid) * ((len(images) + bs - 1) // bs)
     with progress(total, "dissolve cache") as bar:
@@ -81,8 +81,9 @@ class DissolveCache:
         return obj
 
     def lookup(self, index: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Dissolved images (model resolution) of images ``index`` at grid steps ``t``."""
+        """Dissolved images (model resolution, float32) of images ``index`` at grid steps ``t``;
+        a float16 cache stays float16 in memory and only the rows looked up are widened."""
         pos = torch.searchsorted(self.t_grid, t).clamp(max=len(self.t_grid) - 1)
         if not bool((self.t_grid[pos] == t).all()):
             raise ValueError("t values must lie on the cache grid")
-        return self.dissolved[index, pos]
+        return self.dissolved[index, pos].float()
