@@ -25,6 +25,7 @@ Scaling = Literal["unit", "symmetric"]
 Fit = Literal["pad_crop", "resize"]
 TSampling = Literal["per_batch_shift", "per_image"]
 CacheDtype = Literal["float32", "float16"]
+FamilyModel = Literal["shared", "per_class"]
 Arch = Literal["resnet18_cifar", "resnet18_imagenet"]
 Shift = Literal["rotation", "perm"]
 Method = Literal["dia", "csi"]
@@ -90,7 +91,10 @@ class DiffusionConfig(_Config):
 
     ``batch_by_resolution``: (resolution, batch size) pairs that replace ``batch_size`` at those
     resolutions; the paper trains with 128 at 64 px and 32 at 128 px, the official code with
-    256 everywhere.
+    256 everywhere. ``family_model``: the one-class problems of a family (CIFAR) share one model
+    per resolution and data ratio, trained on all its classes' training images, as the official
+    code trains one per CIFAR dataset (``shared``); or each trains its own on its normal class
+    (``per_class``).
     """
 
     resolution: int = 32
@@ -108,6 +112,7 @@ class DiffusionConfig(_Config):
     hflip: bool = True
     batch_by_resolution: tuple[tuple[int, int], ...] = ()
     data_ratio: float = 1.0
+    family_model: FamilyModel = "shared"
     checkpoint_every: int = 1000
     n_samples: int = 16
     sampling_timesteps: int = 250
@@ -248,6 +253,7 @@ LITERALS: dict[str, tuple[str, ...]] = {
         "Fit": Fit,
         "TSampling": TSampling,
         "CacheDtype": CacheDtype,
+        "FamilyModel": FamilyModel,
         "Arch": Arch,
         "Shift": Shift,
         "Method": Method,

@@ -17,7 +17,7 @@ from dia.data.layouts import LISTERS
 from dia.data.one_class import expand_one_class
 from dia.data.registry import SOURCES, needs_kaggle
 from dia.errors import DiaError
-from dia.sections import config_sections
+from dia.sections import config_sections, resolve
 
 RESOLUTION_VARIANT = re.compile(r"dslv(\d+)")
 # What a variant may change besides the training and scoring sections: the two keys a diffusion
@@ -151,12 +151,33 @@ class Plan:
         )
 
     def diffusion_models(self) -> list[tuple[str, DiffusionTag]]:
-        """Every diffusion model the config trains: those DIA runs dissolve with, and each main
-        dataset's default one for Fig. 1 when DIA runs."""
-        models = {(r["dataset"], tag) for r, tag in self._dissolving_runs()}
+        """Every diffusion model the config trains, by owner (:meth:`diffusion_owner`): those DIA
+        runs dissolve with, and each main dataset's default one for Fig. 1 when DIA runs."""
+        models = {(self.diffusion_owner(r["dataset"]), tag) for r, tag in self._dissolving_runs()}
         if "dia" in self.methods:
-            models |= {(d, self.diffusion_tag(d)) for d in self.main_datasets}
+            models |= {(self.diffusion_owner(d), self.diffusion_tag(d)) for d in self.main_datasets}
         return sorted(models)
+
+    def diffusion_owner(self, dataset: str) -> str:
+        """Whose diffusion models ``dataset`` dissolves with: its own, or for a one-class
+        problem its family's when the family shares them (``diffusion.family_model``)."""
+        family = self.specs[dataset].get("family")
+        if family is None:
+            return dataset
+        cfg = resolve("diffusion", self.config["preset"], self.layers(dataset))
+        return family if cfg.family_model == "shared" else dataset
+
+    def diffusion_training_data(self, owner: str) -> tuple[str, bool]:
+        """(prepared dataset, whether all its training images rather than the normal ones) a
+        diffusion model of ``owner`` trains on: a family's shared model reads its first
+        member's data, every class (the members hold the same images)."""
+        if owner in self.families:
+            return self.families[owner][0], True
+        return owner, False
+
+    def diffusion_layers(self, owner: str) -> list[dict[str, Any]]:
+        """Config layers of the diffusion jobs of ``owner``: those of the data they train on."""
+        return self.layers(self.diffusion_training_data(owner)[0])
 
     def dissolve_caches(self) -> list[tuple[str, DiffusionTag]]:
         """Every dissolve cache the config builds: those of DIA runs that read a cache."""

@@ -6,6 +6,7 @@ their folder layouts, file names and formats with a few tiny images each.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import pickle
 import zipfile
@@ -15,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from dia.data.layouts import KERMANY_CLASSES, KVASIR_CLASSES
-from dia.data.prepare import PreparedData
+from dia.data.prepare import COLUMNS, IMAGES, MANIFEST, PreparedData
 
 
 def _image(path: Path, rng: np.random.Generator, size: tuple[int, int], gray: bool) -> None:
@@ -114,3 +115,28 @@ def noise_prepared() -> PreparedData:
         splits=np.array(["train"] * 12 + ["val"] * 8 + ["test"] * 8),
         manifest_sha256="0" * 64,
     )
+
+
+def write_prepared(
+    folder: Path, n: int, n_normal_train: int, size: int, n_anomalous_train: int = 0
+) -> int:
+    """A prepared dataset laid out as the prepare stage writes it: ``n_normal_train`` random
+    normal and ``n_anomalous_train`` random anomalous training images, the rest (black) test
+    images, alternately anomalous; returns the array's size in bytes. ``np.zeros`` leaves the
+    untouched pages unallocated, so writing a large one costs no memory."""
+    images = np.zeros((n, size, size, 3), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    n_train = n_normal_train + n_anomalous_train
+    images[:n_train] = rng.integers(0, 256, images[:n_train].shape, dtype=np.uint8)
+    ids = np.array([f"img{i:06d}" for i in range(n)])
+    folder.mkdir(parents=True)
+    with open(folder / IMAGES, "wb") as f:
+        np.savez(f, images=images, ids=ids)
+    with open(folder / MANIFEST, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for i, image_id in enumerate(ids):
+            label = 0 if i < n_normal_train or (i >= n_train and i % 2) else 1
+            split = "train" if i < n_train else "test"
+            writer.writerow([image_id, "", "", str(label), label, split])
+    return images.nbytes

@@ -3,7 +3,6 @@ training job on a large dataset peaks below the array's size (it would hold all 
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -13,31 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from dia.data.prepare import COLUMNS, IMAGES, MANIFEST, load_prepared
+from dia.data.prepare import IMAGES, load_prepared
 from dia.io import mapped_npz_array
 from tests.conftest import ROOT, TINY_CONFIG
-
-
-def write_prepared(folder: Path, n: int, n_normal_train: int, size: int) -> int:
-    """A prepared dataset laid out as the prepare stage writes it: ``n_normal_train`` random
-    normal training images, the rest (black) test images; returns the array's size in bytes.
-    ``np.zeros`` leaves the untouched pages unallocated, so writing it costs no memory."""
-    images = np.zeros((n, size, size, 3), dtype=np.uint8)
-    rng = np.random.default_rng(0)
-    images[:n_normal_train] = rng.integers(0, 256, images[:n_normal_train].shape, dtype=np.uint8)
-    ids = np.array([f"img{i:06d}" for i in range(n)])
-    folder.mkdir(parents=True)
-    with open(folder / IMAGES, "wb") as f:
-        np.savez(f, images=images, ids=ids)
-    with open(folder / MANIFEST, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for i, image_id in enumerate(ids):
-            train = i < n_normal_train
-            label = 0 if train or i % 2 else 1
-            split = "train" if train else "test"
-            writer.writerow([image_id, "", "", str(label), label, split])
-    return images.nbytes
+from tests.fakes import write_prepared
 
 
 def test_load_prepared_maps_the_images(tmp_path: Path) -> None:

@@ -38,6 +38,23 @@ def test_paper_plan_runs_table1_and_every_ablation() -> None:
     assert {r["variant"] for r in fig4} == {"default", "ratio01"}
 
 
+def test_one_class_families_share_their_diffusion_models() -> None:
+    """One model per CIFAR dataset and data ratio, trained on all classes (official code):
+    20 models instead of 76, and the per-class models on request."""
+    plan = Plan(PAPER)
+    models = plan.diffusion_models()
+    assert len(models) == 76 - 60 + 4
+    assert {str(t) for d, t in models if d == "cifar100"} == {"res32_ratio1.0", "res32_ratio0.1"}
+    assert plan.diffusion_owner("cifar100_class7") == "cifar100"
+    assert plan.diffusion_owner("kvasir") == "kvasir"
+    assert plan.diffusion_training_data("cifar10") == ("cifar10_class0", True)
+    assert plan.diffusion_training_data("kvasir") == ("kvasir", False)
+    assert plan.diffusion_layers("cifar10")[1]["family"] == "cifar10"
+    per_class = {**PAPER, "diffusion": {**PAPER["diffusion"], "family_model": "per_class"}}
+    assert len(Plan(per_class).diffusion_models()) == 76
+    assert Plan(per_class).diffusion_owner("cifar100_class7") == "cifar100_class7"
+
+
 @pytest.mark.parametrize(
     ("dataset", "method", "variant", "expected"),
     [

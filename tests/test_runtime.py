@@ -73,3 +73,31 @@ def test_contrastive_step_is_timed_for_every_dissolve_mode(mode) -> None:
         resolution=dissolve_cfg.resolution
     )
     assert Probe("cpu", 2, reps=1).contrastive_step(cfg, mode, dissolve_cfg, diffusion_cfg) > 0
+
+
+class UnitProbe:
+    """One second per unit of every stage: the estimate then counts units."""
+
+    def diffusion_image(self, *_args: object) -> float:
+        return 1.0
+
+    def dissolve_image(self, *_args: object) -> float:
+        return 1.0
+
+    def contrastive_step(self, *_args: object) -> float:
+        return 1.0
+
+    def score_image(self, *_args: object) -> float:
+        return 1.0
+
+    def baseline_images(self, *_args: object) -> tuple[float, float]:
+        return 1.0, 1.0
+
+
+def test_the_paper_trains_one_diffusion_model_per_cifar_dataset_and_ratio(tmp_path) -> None:
+    """20 models (16 of the six datasets and Table 3, 2 per CIFAR dataset), not 76."""
+    paper = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    plan = Plan(paper)
+    rows = estimate(plan, "dia_code", dataset_sizes(plan, tmp_path), UnitProbe()).set_index("stage")
+    assert rows.loc["train_diffusion", "jobs"] == 20
+    assert rows.loc["train_diffusion", "units"] == 20 * 25_000 * 256 * 2

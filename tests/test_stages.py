@@ -18,6 +18,7 @@ from dia.stages.data import run_download, run_prepare
 from dia.stages.diffusion import diffusion_subset, run_dissolve_cache, run_train_diffusion
 from dia.stages.runs import run_score, run_train
 from tests.conftest import TINY_CONFIG
+from tests.fakes import write_prepared
 
 CONFIG = yaml.safe_load(TINY_CONFIG.read_text())
 SPEC = CONFIG["datasets"]["phantom"]
@@ -133,6 +134,28 @@ def test_diffusion_training_resumes_to_the_same_model(
         for name, tensor in straight[key].items():
             assert torch.equal(tensor, resumed[key][name]), (key, name)
     assert not (tmp_path / "s2/last.pt").exists()
+
+
+def test_a_family_model_trains_on_every_class(tmp_path: Path) -> None:
+    """``all_classes``: the training images of every label (a one-class family's shared model),
+    not only the normal ones."""
+    write_prepared(tmp_path / "data", n=30, n_normal_train=8, n_anomalous_train=12, size=16)
+    for all_classes, expected in ((True, 20), (False, 8)):
+        out = tmp_path / str(all_classes)
+        run_train_diffusion(
+            data_dir=tmp_path / "data",
+            out_dir=out,
+            state_dir=tmp_path / "state",
+            preset="dia_code",
+            layers=LAYERS,
+            resolution=16,
+            ratio=1.0,
+            seed=0,
+            device="cpu",
+            all_classes=all_classes,
+        )
+        meta = json.loads((out / "meta.json").read_text())
+        assert (meta["n_images"], meta["all_classes"]) == (expected, all_classes)
 
 
 def test_diffusion_subset_is_deterministic_and_sized() -> None:

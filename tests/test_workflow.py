@@ -52,10 +52,11 @@ def test_paper_dry_run_has_every_job_of_tables_1_to_4_and_figs_1_and_4() -> None
     # train: 7 methods x 6 datasets, 9 DIA variants x 4 high-res datasets, Fig. 4's ratio01 on
     # PneumoniaMNIST and Kvasir, DIA default and ratio01 on 30 CIFAR classes; 3 seeds each
     train = 3 * (7 * 6 + 9 * 4 + 2 + 2 * 30)
-    # diffusion: res32 per dataset (6 + 30 CIFAR classes), res64/128 x 4, ratio 0.1 x (2 + 30);
-    # caches only where runs read one: res32 on 5 datasets (OCT and CIFAR dissolve online, and so
-    # do the 64/128 px variants) and ratio 0.1 on PneumoniaMNIST and Kvasir
-    diffusion = 36 + 8 + 32
+    # diffusion: res32 per dataset (6 + one per CIFAR dataset, shared by its classes), res64/128
+    # x 4, ratio 0.1 x (2 + 2 CIFAR); caches only where runs read one: res32 on 5 datasets (OCT
+    # and CIFAR dissolve online, and so do the 64/128 px variants) and ratio 0.1 on
+    # PneumoniaMNIST and Kvasir
+    diffusion = 8 + 8 + 4
     caches = 5 + 2
     assert counts == {
         "download_npz": 2,
@@ -101,7 +102,9 @@ def test_paper_dry_run_has_every_job_of_tables_1_to_4_and_figs_1_and_4() -> None
         for k in range(n):
             for variant in ("default", "ratio01"):
                 assert f"results/runs/dia/{family}_class{k}/{variant}/seed2/metrics.json" in out
-            assert f"results/diffusion/{family}_class{k}/res32_ratio0.1/model.pt" in out
+            assert f"results/diffusion/{family}_class{k}/" not in out  # shared by the family
+        for ratio in ("1.0", "0.1"):
+            assert f"results/diffusion/{family}/res32_ratio{ratio}/model.pt" in out
         assert f"results/runs/csi/{family}_class0/" not in out
         assert f"roc_{family}" not in out
     for dataset in ("pneumoniamnist", "kvasir"):
@@ -454,9 +457,11 @@ def test_variants_train_their_own_runs_on_the_right_cache(tmp_path: Path) -> Non
     assert "res32_ratio1.0.npz" in blocks["dslv32"] and "res8_ratio1.0.npz" in blocks["dslv8"]
 
 
-def test_one_class_family_and_data_ratio_variant(tmp_path: Path) -> None:
-    """A CIFAR family expands to one dataset per class, sharing one download; a ratio variant
-    gets its own diffusion models; the family stays out of Table 1 and the per-dataset figures."""
+@pytest.mark.parametrize("family_model", ["shared", "per_class"])
+def test_one_class_family_and_data_ratio_variant(tmp_path: Path, family_model: str) -> None:
+    """A CIFAR family expands to one dataset per class, sharing one download and (``shared``)
+    one diffusion model per data ratio; a ratio variant gets its own diffusion models; the family
+    stays out of Table 1 and the per-dataset figures."""
 
     def edit(config):
         config["datasets"]["cifar10"] = {
@@ -464,6 +469,7 @@ def test_one_class_family_and_data_ratio_variant(tmp_path: Path) -> None:
             "main": False,
             "one_class": [0, 1, 2],
             "contrastive": {"arch": "resnet18_cifar", "image_size": 32},
+            "diffusion": {"family_model": family_model},
         }
         config["variants"] = {
             "ratio01": {
@@ -481,9 +487,13 @@ def test_one_class_family_and_data_ratio_variant(tmp_path: Path) -> None:
     assert counts["download_files"] == 1 and counts["prepare"] == 4
     # phantom: dia and csi x 2 seeds, ratio01 x 1 seed; each CIFAR class: dia default + ratio01
     assert counts["train"] == 4 + 1 + 3 * 2
-    assert counts["train_diffusion"] == 2 * 4 and counts["fig_roc"] == 1
+    # phantom at two ratios; CIFAR's family model at two ratios, or each class's
+    owners = 1 if family_model == "shared" else 3
+    assert counts["train_diffusion"] == 2 * (1 + owners) and counts["fig_roc"] == 1
     assert counts["ablation"] == 1 and counts["fig4"] == 1
     out = result.stdout
+    shared = "results/diffusion/cifar10/res16_ratio0.1/model.pt"
+    assert (shared in out) == (family_model == "shared")
     for k in range(3):
         assert f"results/dissolved/cifar10_class{k}/res16_ratio0.1.npz" in out
         assert f"results/runs/dia/cifar10_class{k}/default/seed0/model.pt" in out

@@ -270,7 +270,8 @@ def estimate(
         for stage, jobs, units, seconds in _run_work(plan, preset, sizes, probe, run):
             stages[stage].add(jobs, units, seconds)
     for dataset, tag in plan.diffusion_models():
-        cfg = resolve("diffusion", preset, plan.layers(dataset)).at_resolution(tag.resolution)
+        layers = plan.diffusion_layers(dataset)
+        cfg = resolve("diffusion", preset, layers).at_resolution(tag.resolution)
         images = cfg.steps * cfg.batch_size * cfg.grad_accum
         stages["train_diffusion"].add(1, images, probe.diffusion_image(cfg))
     for dataset, tag in plan.dissolve_caches():

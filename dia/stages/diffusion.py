@@ -42,17 +42,19 @@ def run_train_diffusion(
     ratio: float,
     seed: int,
     device: str,
+    all_classes: bool = False,
 ) -> None:
-    """Train on the normal training images, fitted to ``resolution`` like dissolving does."""
+    """Train on the normal training images (``all_classes``: every training image, a one-class
+    family's shared model), fitted to ``resolution`` like dissolving does."""
     started = time.time()
     diffusion_cfg = (
         resolve("diffusion", preset, layers).at_resolution(resolution).replace(data_ratio=ratio)
     )
     fit = resolve("dissolve", preset, layers).fit
     data = load_prepared(data_dir)
-    normals = data.images[data.select("train", 0)]
-    subset = diffusion_subset(len(normals), ratio, seed)
-    batches = ImageBatches(normals[subset])
+    train = data.images[data.select("train", None if all_classes else 0)]
+    subset = diffusion_subset(len(train), ratio, seed)
+    batches = ImageBatches(train[subset])
     chunks = range(0, len(batches), _FIT_CHUNK)
     images = torch.cat([fit_to(batches[i : i + _FIT_CHUNK], resolution, fit) for i in chunks])
     summary = train_diffusion(
@@ -73,7 +75,7 @@ def run_train_diffusion(
             device=device,
             started=started,
             inputs={"manifest_sha256": data.manifest_sha256},
-            extra={"n_images": len(subset), "fit": fit, **summary},
+            extra={"n_images": len(subset), "all_classes": all_classes, "fit": fit, **summary},
         ),
     )
 

@@ -90,7 +90,24 @@ def views_input(wildcards):
 
 
 def diffusion_model(dataset, method=None, variant="default"):
-    return f"results/diffusion/{dataset}/{PLAN.diffusion_tag(dataset, method, variant)}/model.pt"
+    owner = PLAN.diffusion_owner(dataset)
+    return f"results/diffusion/{owner}/{PLAN.diffusion_tag(dataset, method, variant)}/model.pt"
+
+
+def owned_model(wildcards):
+    """The diffusion model a dissolve cache of the wildcard's dataset is built with."""
+    owner = PLAN.diffusion_owner(wildcards.dataset)
+    return f"results/diffusion/{owner}/res{wildcards.res}_ratio{wildcards.ratio}/model.pt"
+
+
+def diffusion_data(wildcards):
+    """The prepared dataset a diffusion model of the wildcard's owner trains on."""
+    dataset, _ = PLAN.diffusion_training_data(wildcards.dataset)
+    return f"results/data/{dataset}/manifest.csv"
+
+
+def diffusion_layers(wildcards):
+    return PLAN.diffusion_layers(wildcards.dataset)
 
 
 def table4_caches():

@@ -1,7 +1,8 @@
 rule train_diffusion:
-    """Train the DDPM that dissolves a dataset at one resolution and data ratio."""
+    """Train the DDPM that dissolves a dataset (or a one-class family) at one resolution and
+    data ratio."""
     input:
-        "results/data/{dataset}/manifest.csv",
+        diffusion_data,
     output:
         model="results/diffusion/{dataset}/res{res}_ratio{ratio}/model.pt",
         samples=report(
@@ -24,7 +25,8 @@ rule train_diffusion:
         runtime=1440,
     params:
         preset=config["preset"],
-        layers=dataset_layers,
+        layers=diffusion_layers,
+        all_classes=lambda wc: PLAN.diffusion_training_data(wc.dataset)[1],
         seed=config.get("diffusion_seed", 0),
         device=device(),
         state_dir="results/state/diffusion/{dataset}/res{res}_ratio{ratio}",
@@ -36,7 +38,7 @@ rule dissolve_cache:
     """Precompute dissolved training normals for every t of the dissolving range."""
     input:
         data="results/data/{dataset}/manifest.csv",
-        model="results/diffusion/{dataset}/res{res}_ratio{ratio}/model.pt",
+        model=owned_model,
     output:
         cache="results/dissolved/{dataset}/res{res}_ratio{ratio}.npz",
         meta="results/dissolved/{dataset}/res{res}_ratio{ratio}.meta.json",

@@ -17,5 +17,6 @@ run(
         ratio=float(snakemake.wildcards.ratio),
         seed=int(snakemake.params.seed),
         device=pick_device(snakemake.params.device),
+        all_classes=snakemake.params.all_classes,
     ),
 )
