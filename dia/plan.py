@@ -39,6 +39,8 @@ DISSOLVE_ABLATION = {
 }
 
 Record = dict[str, Any]
+# Minutes per attempt of a train job, unless its method sets ``runtime``.
+TRAIN_RUNTIME = 1440
 
 
 @dataclass(frozen=True, order=True)
@@ -135,6 +137,11 @@ class Plan:
             if value is not None:
                 return value
         return default
+
+    def train_runtime(self, method: str) -> int:
+        """Minutes per attempt of ``method``'s train jobs: its ``runtime``, else 24 hours. A
+        longer run spans attempts: each resumes from the checkpoint the last one left."""
+        return int(self.config["methods"][method].get("runtime", TRAIN_RUNTIME))
 
     def baseline(self, method: str) -> str | None:
         """The baseline ``method`` trains (its ``model`` key), or None for CSI and DIA."""
@@ -268,7 +275,8 @@ class Plan:
         def without_impl(spec: Mapping[str, Any]) -> dict[str, Any]:
             section = _impl_section(spec)
             settings = {k: v for k, v in (spec.get(section) or {}).items() if k != "impl"}
-            return {k: v for k, v in {**spec, section: settings}.items() if v != {}}
+            merged = {**spec, section: settings}
+            return {k: v for k, v in merged.items() if v != {} and k != "runtime"}
 
         methods = self.config["methods"]
         pairs = {}

@@ -128,3 +128,15 @@ def test_official_method_needs_the_pin_and_pairs_only_with_a_twin() -> None:
     unpinned = {k: v for k, v in PARITY.items() if k != "official_repos"}
     with pytest.raises(DiaError, match=r"pin official_repos\.shijianjian__DIA"):
         Plan(unpinned)
+
+
+def test_train_runtime_is_the_methods_own_or_a_day() -> None:
+    config = {
+        **PAPER,
+        "methods": {**PAPER["methods"], "uniad": {"model": "uniad", "runtime": 2880}},
+    }
+    plan = Plan(config)
+    assert plan.train_runtime("uniad") == 2880 and plan.train_runtime("dia") == 1440
+    parity = yaml.safe_load((ROOT / "config" / "parity_demo.yaml").read_text())
+    parity["methods"]["csi_official"]["runtime"] = 60  # a runtime does not break a twin pair
+    assert Plan(parity).parity_pairs["csi_official"] == "csi"

@@ -366,6 +366,21 @@ def test_slurm_profile_dry_run_requests_one_gpu_for_gpu_rules_only() -> None:
     assert declared and set(re.findall(r"(\w+),", declared[1])) == LOCAL_RULES | OFFICIAL_RULES
 
 
+def test_a_method_sets_the_runtime_of_its_train_jobs(tmp_path: Path) -> None:
+    """``methods.<m>.runtime``: minutes per attempt of its train jobs (others keep 24 hours)."""
+    config = _write_config(tmp_path, lambda c: c["methods"]["csi"].update(runtime=4000))
+    result = snakemake("-n", "--configfile", config, "--replace-workflow-config")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    runtimes = {}
+    for block in result.stdout.split("\n\n"):
+        if re.search(r"^(?:local)?rule train:$", block, re.M):
+            method = re.search(r"wildcards: method=(\w+)", block)[1]
+            runtimes.setdefault(method, set()).add(
+                int(_job_resources(block)["train"][0]["runtime"])
+            )
+    assert runtimes == {"csi": {4000}, "dia": {1440}}
+
+
 def test_site_profile_keeps_its_account_and_partition_under_the_workflow_profile(
     tmp_path: Path,
 ) -> None:

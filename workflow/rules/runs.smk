@@ -17,7 +17,7 @@ rule train:
     resources:
         gpu=GPUS,
         mem_mb=16000,
-        runtime=1440,
+        runtime=lambda wc: PLAN.train_runtime(wc.method),
     params:
         preset=config["preset"],
         layers=run_layers,
