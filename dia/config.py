@@ -26,6 +26,7 @@ Fit = Literal["pad_crop", "resize"]
 TSampling = Literal["per_batch_shift", "per_image"]
 CacheDtype = Literal["float32", "float16"]
 FamilyModel = Literal["shared", "per_class"]
+Precision = Literal["fp32", "bf16"]
 Arch = Literal["resnet18_cifar", "resnet18_imagenet"]
 Shift = Literal["rotation", "perm"]
 Method = Literal["dia", "csi"]
@@ -113,6 +114,7 @@ class DiffusionConfig(_Config):
     batch_by_resolution: tuple[tuple[int, int], ...] = ()
     data_ratio: float = 1.0
     family_model: FamilyModel = "shared"
+    precision: Precision = "fp32"
     checkpoint_every: int = 1000
     n_samples: int = 16
     sampling_timesteps: int = 250
@@ -151,6 +153,7 @@ class DissolveConfig(_Config):
     t_sampling: TSampling = "per_batch_shift"
     cache_t_stride: int = 1
     cache_dtype: CacheDtype = "float32"
+    precision: Precision = "fp32"
     batch_size: int = 256
 
 
@@ -198,6 +201,7 @@ class ContrastiveConfig(_Config):
     dissolve_source: DissolveSource = "cache"
     eval_every_epochs: int = 10
     checkpoint_every_steps: int = 200
+    precision: Precision = "fp32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +241,7 @@ class BaselineConfig(_Config):
     eval_start_epoch: int | None = dataclasses.field(default=None, metadata={"minimum": 1})
     checkpoint_every_steps: int = 500
     score_batch_size: int = 64
+    precision: Precision = "fp32"
 
     def input_view(self) -> View:
         """How the official loader resizes an original image: ``Resize((image_size,
@@ -254,6 +259,7 @@ LITERALS: dict[str, tuple[str, ...]] = {
         "TSampling": TSampling,
         "CacheDtype": CacheDtype,
         "FamilyModel": FamilyModel,
+        "Precision": Precision,
         "Arch": Arch,
         "Shift": Shift,
         "Method": Method,

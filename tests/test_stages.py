@@ -202,6 +202,19 @@ def test_blur_ablation_trains_without_a_diffusion_model(
 
 
 @pytest.mark.parametrize("baseline", BASELINES)
+def test_baselines_train_and_score_in_bf16(prepared: Path, tmp_path: Path, baseline: str) -> None:
+    """``precision: bf16``: finite float32 scores and losses from every baseline."""
+    layers = [*LAYERS, {baseline: {"precision": "bf16"}}]
+    _run(prepared, tmp_path, layers, baseline=baseline)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["train"]["config"][baseline]["precision"] == "bf16"
+    with open(tmp_path / "scores.csv") as f:
+        assert all(np.isfinite(float(row.split(",")[3])) for row in list(f)[1:])
+    with open(tmp_path / "train_log.csv") as f:
+        assert "nan" not in f.read()
+
+
+@pytest.mark.parametrize("baseline", BASELINES)
 def test_baselines_train_and_score_like_dia(prepared: Path, tmp_path: Path, baseline: str) -> None:
     """Same files as a DIA run, deterministic for a seed, the training normals only."""
     first = _run(prepared, tmp_path / "a", LAYERS, baseline=baseline)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dia.data.prepare import ImageBatches
+from dia.precision import autocast
 from dia.progress import progress
 from dia.training import EvalFn, Schedule, TrainState, run_epochs
 
@@ -100,7 +101,9 @@ def score_images(
     starts = range(0, len(images), batch_size)
     with progress(len(starts), "scores", leave=False) as bar:
         for i in starts:
-            out.append(model.anomaly_score(images[i : i + batch_size].to(device)).float().cpu())
+            with autocast(device, model.cfg.precision):
+                scores = model.anomaly_score(images[i : i + batch_size].to(device))
+            out.append(scores.float().cpu())
             bar.update()
     model.train(was_training)
     return torch.cat(out).numpy()
@@ -119,7 +122,8 @@ class _BaselineTask:
         self.optimizer, self.scheduler = model.make_optimizer()
 
     def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, float]:
-        loss = self.model.training_loss(self.images[index].to(self.device), self.rng)
+        with autocast(self.device, self.model.cfg.precision):
+            loss = self.model.training_loss(self.images[index].to(self.device), self.rng).float()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

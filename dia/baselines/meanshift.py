@@ -334,7 +334,7 @@ class MeanShift(BaselineModel):
                 planes = F.pad(planes, pad, mode="replicate")
                 planes = F.conv2d(planes, kernel.view(groups, 1, *shape), groups=groups)
         out = x.clone()
-        out[apply] = planes.view_as(chosen)
+        out[apply] = planes.view_as(chosen).to(out.dtype)  # bf16 under autocast
         return out
 
     @torch.no_grad()

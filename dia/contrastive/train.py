@@ -19,6 +19,7 @@ from dia.contrastive.optim import lars, set_lr, warmup_cosine_lr
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.views import DissolveFn, make_views
 from dia.data.prepare import ImageBatches
+from dia.precision import autocast
 from dia.training import EvalFn, Schedule, TrainState, run_epochs
 
 
@@ -95,14 +96,16 @@ class Trainer:
             aug_rng=self.aug_rng,
             dissolve_all=self.dissolve_all,
         )
-        out = self.model(self.augment(views, self.aug_rng))
+        augmented = self.augment(views, self.aug_rng)
+        with autocast(self.device, self.cfg.precision):
+            out = self.model(augmented)
         loss_con = contrastive_loss(
-            out.projection,
+            out.projection.float(),
             n_branches=self.n_branches,
             temperature=self.cfg.temperature,
             normalizer=self.cfg.loss_normalizer,
         )
-        loss_cls = shift_loss(out.shift_logits, labels)
+        loss_cls = shift_loss(out.shift_logits.float(), labels)
         loss = loss_con + loss_cls
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from denoising_diffusion_pytorch import GaussianDiffusion
 
 from dia.config import DissolveConfig
+from dia.precision import autocast
 
 
 def fit_to(x: torch.Tensor, resolution: int, fit: str) -> torch.Tensor:
@@ -62,10 +63,12 @@ class Dissolver:
 
     @torch.no_grad()
     def predict_x0(self, x_small: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x0_hat = sqrt(1/abar_t) x - sqrt(1/abar_t - 1) eps(x, t), clamped to [-1, 1]."""
+        """x0_hat = sqrt(1/abar_t) x - sqrt(1/abar_t - 1) eps(x, t), clamped to [-1, 1]; eps in
+        ``cfg.precision``, the rest in float32."""
         d = self.diffusion
         t = t.to(x_small.device, torch.long)
-        eps = d.model(x_small, t)
+        with autocast(x_small.device, self.cfg.precision):
+            eps = d.model(x_small, t).float()
         a = d.sqrt_recip_alphas_cumprod[t].view(-1, 1, 1, 1)
         b = d.sqrt_recipm1_alphas_cumprod[t].view(-1, 1, 1, 1)
         return (a * x_small - b * eps).clamp(-1.0, 1.0)

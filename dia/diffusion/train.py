@@ -19,6 +19,7 @@ from torchvision.utils import save_image
 from dia.config import DiffusionConfig
 from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.io import atomic_path
+from dia.precision import autocast
 from dia.progress import library_bars, progress
 
 
@@ -77,7 +78,8 @@ class _Run:
             if cfg.hflip:
                 flip = torch.rand(batch, generator=self.gen) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            loss = self.diffusion(x.to(self.device)) / cfg.grad_accum
+            with autocast(self.device, cfg.precision):
+                loss = self.diffusion(x.to(self.device)).float() / cfg.grad_accum
             loss.backward()
             total += loss.item()
         torch.nn.utils.clip_grad_norm_(self.diffusion.parameters(), cfg.max_grad_norm)

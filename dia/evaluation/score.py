@@ -20,6 +20,7 @@ from dia.contrastive.augment import SimCLRAugment, random_hflip
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.shifts import NUM_SHIFTS, SHIFTS, shift_all
 from dia.data.prepare import ImageBatches
+from dia.precision import autocast
 from dia.progress import progress
 
 
@@ -41,14 +42,14 @@ def extract_features(
     hue: float,
     hue_from: str = "atan2",
     device: str = "cpu",
+    precision: str = "fp32",
 ) -> ShiftFeatures:
     """Average the outputs over ``cfg.samples`` random flips and crops of every shifted image.
 
     ``hue`` and ``hue_from`` are the training augmentation's hue jitter, which the official
-    evaluation reuses. Sample s draws from a generator seeded with s, independent of the training
-    RNG, so the same model always gets the same score (the official code reseeds the global RNGs
-    instead, which leaks into training).
-    """
+    evaluation reuses; ``precision`` the network's. Sample s draws from a generator seeded
+    with s, so the same model always gets the same score (the official code reseeds the
+    global RNGs, which leaks into training)."""
     was_training = model.training
     model.eval()
     hi = cfg.crop_scale if cfg.crop_fixed else 1.0
@@ -69,10 +70,7 @@ def extract_features(
                 x = images[start : start + cfg.batch_size].to(device)
                 b = len(x)
                 views = aug(_shifted(x, shift, cfg.flip, gen), gen)
-                out = model(views)
-                proj = out.projection.view(k, b, -1).transpose(0, 1).cpu()
-                logits = out.shift_logits.view(k, b, k)
-                correct = logits[torch.arange(k), :, torch.arange(k)].T.cpu()
+                proj, correct = _outputs(model, views, b, device, precision)
                 if proj_sum is None:
                     proj_sum = torch.zeros(len(images), k, proj.shape[-1])
                 proj_sum[start : start + b] += proj
@@ -81,6 +79,18 @@ def extract_features(
     model.train(was_training)
     assert proj_sum is not None
     return ShiftFeatures(proj_sum / cfg.samples, logit_sum / cfg.samples)
+
+
+def _outputs(
+    model: ResNet18, views: torch.Tensor, b: int, device: str, precision: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, K, D) projections and (B, K) logits of each copy's own shift, float32 on the CPU."""
+    k = NUM_SHIFTS
+    with autocast(device, precision):
+        out = model(views)
+    proj = out.projection.float().view(k, b, -1).transpose(0, 1).cpu()
+    logits = out.shift_logits.float().view(k, b, k)
+    return proj, logits[torch.arange(k), :, torch.arange(k)].T.cpu()
 
 
 def _shifted(x: torch.Tensor, shift: str, flip: str, gen: torch.Generator) -> torch.Tensor:

@@ -853,6 +853,7 @@ def train_official_baseline(
     evaluate: EvalFn | None,
 ) -> tuple[nn.Module, TrainState, str]:
     """Train baseline ``name`` with its official code; return the model, state and commit."""
+    _check_fixed(name, cfg, {"precision": "fp32"})  # their loops run in float32
     folder, commit = _snapshot(name, official, device)
     seed_everything(seed)
     model = ADAPTERS[name](cfg, folder).to(device)

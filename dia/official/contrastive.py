@@ -68,11 +68,13 @@ FIXED = (
     ("contrastive", "resnet_init", "official"),
     ("contrastive", "drop_last", False),
     ("contrastive", "dissolve_source", "online"),
+    ("contrastive", "precision", "fp32"),
     ("dissolve", "kind", "diffusion"),
     ("dissolve", "input_scaling", "unit"),
     ("dissolve", "weights", "online"),
     ("dissolve", "t_sampling", "per_batch_shift"),
     ("dissolve", "cache_t_stride", 1),
+    ("dissolve", "precision", "fp32"),
     ("score", "flip", "per_shift"),
     ("score", "selection_ties", "earlier"),
 )

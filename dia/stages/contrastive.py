@@ -49,6 +49,7 @@ def score_splits(
             hue=cfg.jitter_hue,
             hue_from=cfg.jitter_hue_from,
             device=device,
+            precision=cfg.precision,
         )
 
     stats = fit_statistics(features(data.select("train", 0)))
