@@ -20,7 +20,11 @@ from tests.conftest import ROOT, TINY_CONFIG, snakemake
 # demo_full.yaml over demo.yaml (tested below).
 ADD_ONS = [ROOT / "config" / "uniad_cifar.yaml"]
 DEMO_FULL = ROOT / "config" / "demo_full.yaml"
-CONFIGS = [*sorted(set((ROOT / "config").glob("*.yaml")) - {*ADD_ONS, DEMO_FULL}), TINY_CONFIG]
+BF16 = ROOT / "config" / "bf16.yaml"
+CONFIGS = [
+    *sorted(set((ROOT / "config").glob("*.yaml")) - {*ADD_ONS, DEMO_FULL, BF16}),
+    TINY_CONFIG,
+]
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -154,6 +158,24 @@ def test_demo_full_adds_the_dissolving_ablation_to_the_demo() -> None:
     assert {"table1_main", "table2_shift", "table3_resolution", "fig4_data_ratio"} <= demo
     assert "ablation_dissolve" not in demo
     assert full - demo == {"ablation_dissolve"}
+
+
+def test_bf16_add_on_runs_every_network_in_bf16() -> None:
+    """Over the demo: the same jobs, each stage section (the baselines' too) in bf16."""
+    result = snakemake(
+        "-n", "--configfile", "config/demo.yaml", "config/bf16.yaml", "--replace-workflow-config"
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    add_on = yaml.safe_load(BF16.read_text())
+    assert set(add_on) == {*config_sections()} - {"score"}
+    merged = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    for section, values in add_on.items():
+        merged[section] = {**merged.get(section, {}), **values}
+    plan = Plan(merged)
+    for dataset, method in ((plan.datasets[0], m) for m in plan.methods):
+        layers = plan.layers(dataset, method)
+        for section in add_on:
+            assert resolve(section, merged["preset"], layers).precision == "bf16", section
 
 
 def _write_config(tmp_path: Path, edit) -> Path:
