@@ -9,6 +9,7 @@ from denoising_diffusion_pytorch import GaussianDiffusion
 
 from dia.config import DiffusionConfig, DissolveConfig
 from dia.contrastive.views import CachedDissolve, OnlineDissolve
+from dia.device import fits_on
 from dia.diffusion.cache import DissolveCache, build_cache, t_grid
 from dia.diffusion.dissolve import Dissolver
 from dia.diffusion.model import build_diffusion
@@ -158,3 +159,8 @@ def test_corrupt_cache_raises_dia_error(cache_file: Path, tmp_path: Path, damage
 def test_missing_cache_raises_dia_error(tmp_path: Path) -> None:
     with pytest.raises(DiaError, match="unreadable"):
         DissolveCache.load(tmp_path / "absent.npz")
+
+
+def test_the_cache_stays_on_the_host_without_a_gpu(cache_file: Path) -> None:
+    cache = DissolveCache.load(cache_file, IDS)
+    assert cache.on("cpu") is cache and not fits_on("cpu", 1)

@@ -91,3 +91,24 @@ def test_bf16_is_close_to_fp32_on_the_gpu() -> None:
     x, t = images().to(DEVICE), torch.full((8,), 40, device=DEVICE)
     full, half = dissolver("fp32")(x, t), dissolver("bf16")(x, t)
     assert half.dtype == torch.float32 and (half - full).abs().max() < 0.1
+
+
+def test_images_uploaded_once_give_the_same_batches() -> None:
+    from dia.data.prepare import ImageBatches
+
+    host = ImageBatches(np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1), dtype=np.uint8))
+    device = host.on(DEVICE)
+    assert isinstance(device.images, torch.Tensor) and device.images.device.type == "cuda"
+    index = torch.tensor([5, 0, 2])
+    torch.testing.assert_close(device[index].cpu(), host[index], atol=0, rtol=0)
+
+
+def test_a_cache_on_the_gpu_looks_up_what_the_host_one_does(tmp_path) -> None:
+    d = dissolver()
+    ids = np.array([str(i) for i in range(8)])
+    build_cache(d, images(), ids, tmp_path / "cache.npz", device=DEVICE)
+    host = DissolveCache.load(tmp_path / "cache.npz", ids)
+    gpu = host.on(DEVICE)
+    assert gpu.dissolved.device.type == "cuda"
+    index, t = torch.tensor([7, 0, 3]), torch.tensor([50, 30, 40])
+    torch.testing.assert_close(gpu.lookup(index, t).cpu(), host.lookup(index, t), atol=0, rtol=0)

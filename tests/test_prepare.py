@@ -12,7 +12,13 @@ import torch
 
 from dia.data.medmnist import load_npz_splits
 from dia.data.phantom import write_phantom_npz
-from dia.data.prepare import PreparedData, load_prepared, prepare_from_npz, to_float_tensor
+from dia.data.prepare import (
+    ImageBatches,
+    PreparedData,
+    load_prepared,
+    prepare_from_npz,
+    to_float_tensor,
+)
 from dia.errors import DiaError
 from dia.io import file_digest
 from tests.conftest import MEDMNIST
@@ -167,3 +173,13 @@ def test_missing_images_file(phantom_npz, tmp_path):
     (tmp_path / "images.npz").unlink()
     with pytest.raises(DiaError, match=r"images\.npz not found"):
         load_prepared(tmp_path)
+
+
+def test_image_batches_from_a_tensor_equal_those_from_an_array() -> None:
+    """The form a GPU holds them in (``ImageBatches.on``), here on the CPU: same floats."""
+    array = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 1), dtype=np.uint8)
+    host, tensor = ImageBatches(array), ImageBatches(torch.from_numpy(array))
+    assert host.on("cpu") is host
+    for index in (torch.tensor([4, 1]), slice(1, 3), np.array([0, 0, 2])):
+        assert torch.equal(host[index], tensor[index])
+    assert host[torch.tensor([4, 1])].shape == (2, 3, 4, 4)

@@ -115,7 +115,7 @@ class _BaselineTask:
 
     def __init__(self, model: BaselineModel, images: ImageBatches, seed: int, device: str) -> None:
         torch.manual_seed(seed)
-        self.model, self.images, self.device = model, images, device
+        self.model, self.images, self.device = model, images.on(device), device
         self.rng = torch.Generator().manual_seed(seed)
         model.to(device)
         model.on_train_start(images, device)

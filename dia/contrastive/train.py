@@ -55,6 +55,8 @@ class Trainer:
     ) -> None:
         if (cfg.method == "dia") != (dissolve is not None):
             raise ValueError("DIA needs a dissolve source and CSI must not have one")
+        if isinstance(images, ImageBatches):
+            images = images.on(device)
         self.cfg, self.images, self.dissolve, self.device = cfg, images, dissolve, device
         self.dissolve_all = dissolve_all
         torch.manual_seed(seed)

@@ -24,6 +24,7 @@ from dia.data.layouts import Listing
 from dia.data.medmnist import SPLITS, load_npz_splits
 from dia.data.splits import SplitSpec, assign_splits, frozen_splits
 from dia.data.views import prepared_view
+from dia.device import fits_on
 from dia.errors import DiaError
 from dia.io import atomic_path, file_digest, mapped_npz_array
 
@@ -233,16 +234,19 @@ def load_prepared(out_dir: Path) -> PreparedData:
     )
 
 
-def to_float_tensor(images: np.ndarray) -> torch.Tensor:
+def to_float_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (N, H, W, C) -> float32 (N, 3, H, W) in [0, 1]; grayscale is replicated to RGB.
 
-    Backbones are ImageNet-style 3-channel networks, whatever the dataset's channel count.
+    Backbones are ImageNet-style 3-channel networks, whatever the dataset's channel count. A
+    tensor is converted where it lives (on the GPU for images held there).
     """
     import torch
 
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"expected images of shape (N, H, W, 1|3), got {images.shape}")
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        raise ValueError(f"expected images of shape (N, H, W, 1|3), got {tuple(images.shape)}")
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    tensor = images.permute(0, 3, 1, 2).float() / 255.0
     if tensor.shape[1] == 1:
         tensor = tensor.expand(-1, 3, -1, -1)
     return tensor.contiguous()
@@ -255,7 +259,7 @@ class ImageBatches:
     training, scoring and caching index this instead of converting everything up front.
     """
 
-    def __init__(self, images: np.ndarray) -> None:
+    def __init__(self, images: np.ndarray | torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[-1] not in (1, 3):
             raise ValueError(f"expected images of shape (N, H, W, 1|3), got {images.shape}")
         self.images = images
@@ -268,7 +272,22 @@ class ImageBatches:
         n, h, w, _ = self.images.shape
         return n, 3, h, w
 
+    def on(self, device: str | torch.device) -> ImageBatches:
+        """These images held on a GPU ``device`` as uint8, uploaded once, when they fit
+        (:func:`dia.device.fits_on`): each batch is then indexed and converted there, with no
+        copy from the host per step. Unchanged on the CPU, or when they do not fit."""
+        import torch
+
+        if isinstance(self.images, torch.Tensor) or not fits_on(device, self.images.nbytes):
+            return self
+        return ImageBatches(torch.from_numpy(np.ascontiguousarray(self.images)).to(device))
+
     def __getitem__(self, index: slice | np.ndarray | torch.Tensor) -> torch.Tensor:
-        if not isinstance(index, slice):
+        import torch
+
+        if isinstance(self.images, torch.Tensor):
+            if not isinstance(index, slice):
+                index = torch.as_tensor(index, device=self.images.device)
+        elif not isinstance(index, slice):
             index = np.asarray(index)
         return to_float_tensor(self.images[index])

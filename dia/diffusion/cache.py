@@ -7,6 +7,7 @@ Training then costs one gather and one resize per view instead of a Unet forward
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 
 from dia.config import DissolveConfig
 from dia.data.prepare import ImageBatches
+from dia.device import fits_on
 from dia.diffusion.dissolve import Dissolver
 from dia.errors import DiaError
 from dia.io import atomic_path
@@ -80,10 +82,18 @@ class DissolveCache:
             )
         return obj
 
+    def on(self, device: str | torch.device) -> DissolveCache:
+        """This cache with its images on a GPU ``device`` when they fit
+        (:func:`dia.device.fits_on`): a lookup then gathers there, with no copy per step."""
+        if not fits_on(device, self.dissolved.nbytes):
+            return self
+        return dataclasses.replace(self, dissolved=self.dissolved.to(device))
+
     def lookup(self, index: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Dissolved images (model resolution, float32) of images ``index`` at grid steps ``t``;
         a float16 cache stays float16 in memory and only the rows looked up are widened."""
         pos = torch.searchsorted(self.t_grid, t).clamp(max=len(self.t_grid) - 1)
         if not bool((self.t_grid[pos] == t).all()):
             raise ValueError("t values must lie on the cache grid")
-        return self.dissolved[index, pos].float()
+        where = self.dissolved.device
+        return self.dissolved[index.to(where), pos.to(where)].float()

@@ -75,7 +75,7 @@ def _dissolve_source(
     if cfg.dissolve_source == "cache":
         if cache is None:
             raise DiaError("contrastive.dissolve_source is 'cache' but no cache was given")
-        cached = DissolveCache.load(cache, ids)
+        cached = DissolveCache.load(cache, ids).on(device)
         return CachedDissolve(cached, dissolve_cfg, image_size=cfg.image_size)
     if diffusion is None:
         raise DiaError("contrastive.dissolve_source is 'online' but no diffusion model was given")
