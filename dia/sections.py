@@ -105,14 +105,16 @@ def _metadata(cls: type, name: str) -> dict[str, Any]:
 
 
 def mentioned_baselines(config: Mapping[str, Any]) -> set[str]:
-    """Baselines a config names: as a method's ``model`` or as a section anywhere."""
-    named = {m.get("model") for m in (config.get("methods") or {}).values() if isinstance(m, dict)}
-    layers = [
-        config,
-        *(config.get("datasets") or {}).values(),
-        *(config.get("methods") or {}).values(),
-    ]
-    named |= {key for layer in layers if isinstance(layer, dict) for key in layer}
+    """Baselines a config names: as a method's ``model`` or as a section anywhere. Read before
+    the schema has checked the config, so anything malformed is skipped, not tripped over."""
+
+    def mapping(value: Any) -> Mapping[str, Any]:
+        return value if isinstance(value, Mapping) else {}
+
+    methods = list(mapping(config.get("methods")).values())
+    layers = [config, *mapping(config.get("datasets")).values(), *methods]
+    named = {str(mapping(m).get("model")) for m in methods}
+    named |= {str(key) for layer in layers for key in mapping(layer)}
     return named & set(BASELINES)
 
 

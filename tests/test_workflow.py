@@ -536,3 +536,11 @@ def test_one_class_family_and_data_ratio_variant(tmp_path: Path, family_model: s
         assert f"results/runs/dia/cifar10_class{k}/default/seed0/model.pt" in out
         assert f"results/runs/dia/cifar10_class{k}/default/seed1/" not in out
     assert "results/runs/csi/cifar10" not in out
+
+
+def test_a_malformed_config_still_gets_the_schemas_one_line_message(tmp_path: Path) -> None:
+    """The baselines' schema parts are read off the config before it is validated."""
+    config = _write_config(tmp_path, lambda c: c.update(methods=["dia", "csi"]))
+    result = snakemake("-n", "--configfile", config, "--replace-workflow-config")
+    assert result.returncode != 0
+    assert re.search(r"^invalid config at methods: ", result.stdout + result.stderr, re.M)
