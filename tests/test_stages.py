@@ -140,19 +140,17 @@ def test_a_family_model_trains_on_every_class(tmp_path: Path) -> None:
     """``all_classes``: the training images of every label (a one-class family's shared model),
     not only the normal ones."""
     write_prepared(tmp_path / "data", n=30, n_normal_train=8, n_anomalous_train=12, size=16)
+    common = {"preset": "dia_code", "layers": LAYERS, "seed": 0, "device": "cpu"}
     for all_classes, expected in ((True, 20), (False, 8)):
         out = tmp_path / str(all_classes)
         run_train_diffusion(
             data_dir=tmp_path / "data",
             out_dir=out,
             state_dir=tmp_path / "state",
-            preset="dia_code",
-            layers=LAYERS,
             resolution=16,
             ratio=1.0,
-            seed=0,
-            device="cpu",
             all_classes=all_classes,
+            **common,
         )
         meta = json.loads((out / "meta.json").read_text())
         assert (meta["n_images"], meta["all_classes"]) == (expected, all_classes)
