@@ -64,6 +64,10 @@ class Schedule:
         excluded (the score stage scores that model anyway)."""
         return epoch < self.epochs and self.on_schedule(epoch)
 
+    def evaluations(self) -> int:
+        """How many times a whole run scores the model during training."""
+        return sum(self.evaluates_after(epoch) for epoch in range(1, self.epochs + 1))
+
 
 class EpochTask(Protocol):
     """What the loop drives: a model, the generator that shuffles, one step, and its state."""

@@ -9,8 +9,9 @@ import torch
 from dia.config import ContrastiveConfig
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.shifts import NUM_SHIFTS, SHIFTS
-from dia.contrastive.train import Trainer, TrainState, batches_per_epoch
+from dia.contrastive.train import Trainer, batches_per_epoch, schedule
 from dia.contrastive.views import make_views
+from dia.training import TrainState
 
 K = NUM_SHIFTS
 
@@ -330,3 +331,9 @@ def test_jitter_hue_reaches_the_augmentation(train_images: torch.Tensor) -> None
     a = official.augment(x, torch.Generator().manual_seed(1))
     b = paper.augment(x, torch.Generator().manual_seed(1))
     assert not torch.equal(a, b)
+
+
+def test_the_schedule_counts_the_periodic_evaluations() -> None:
+    """After epochs 10, 20, ..., 190 of 200 (the final model is scored by the score stage)."""
+    assert schedule(tiny_cfg("csi", epochs=200, eval_every_epochs=10)).evaluations() == 19
+    assert schedule(tiny_cfg("csi", epochs=200, eval_every_epochs=0)).evaluations() == 0

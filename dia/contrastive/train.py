@@ -27,6 +27,15 @@ def build_model(cfg: ContrastiveConfig) -> ResNet18:
     return ResNet18(arch=cfg.arch, width=cfg.width, init=cfg.resnet_init)
 
 
+def schedule(cfg: ContrastiveConfig) -> Schedule:
+    """A CSI / DIA config's training schedule (its ``epochs`` and ``eval_every_epochs``)."""
+    return Schedule(
+        epochs=cfg.epochs,
+        checkpoint_every=cfg.checkpoint_every_steps,
+        eval_every=cfg.eval_every_epochs,
+    )
+
+
 def loader_batches(cfg: ContrastiveConfig, n_images: int) -> int:
     """Batches in one pass over the images, the last partial one included unless ``drop_last``
     (the official ``len(loader)``)."""
@@ -144,14 +153,9 @@ class Trainer:
     def fit(self, *, state_dir: Path, evaluate: EvalFn | None = None) -> TrainState:
         """Train for ``cfg.epochs`` epochs, resuming from ``state_dir/last.pt`` if present."""
         cfg = self.cfg
-        schedule = Schedule(
-            epochs=cfg.epochs,
-            checkpoint_every=cfg.checkpoint_every_steps,
-            eval_every=cfg.eval_every_epochs,
-        )
         return run_epochs(
             self,
-            schedule,
+            schedule(cfg),
             n_images=len(self.images),
             batches=batches_per_epoch(cfg, len(self.images)),
             batch_size=min(cfg.batch_size, len(self.images)),

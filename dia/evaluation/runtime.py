@@ -24,7 +24,7 @@ import torch
 from dia.baselines import build_baseline
 from dia.config import ContrastiveConfig, DiffusionConfig, DissolveConfig, ScoreConfig
 from dia.contrastive.blur import BlurDissolve
-from dia.contrastive.train import Trainer, batches_per_epoch, build_model
+from dia.contrastive.train import Trainer, batches_per_epoch, build_model, schedule
 from dia.contrastive.views import CachedDissolve, DissolveFn, OnlineDissolve
 from dia.data.prepare import ImageBatches
 from dia.diffusion.cache import DissolveCache, t_grid
@@ -316,7 +316,7 @@ def _run_work(
     diffusion_cfg = resolve("diffusion", preset, layers).replace(resolution=dissolve_cfg.resolution)
     mode = source or ("blur" if cfg.method == "dia" else None)
     steps = cfg.epochs * batches_per_epoch(cfg, n_train)
-    evals = len(range(cfg.eval_every_epochs, cfg.epochs, cfg.eval_every_epochs))
+    evals = schedule(cfg).evaluations()
     score_s = probe.score_image(cfg, score)
     return [
         (

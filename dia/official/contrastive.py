@@ -35,14 +35,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from dia.config import OFFICIAL_HUE, ContrastiveConfig, DissolveConfig, ScoreConfig
 from dia.contrastive.optim import lars
-from dia.contrastive.train import batches_per_epoch
+from dia.contrastive.train import batches_per_epoch, schedule
 from dia.data.prepare import ImageBatches
 from dia.diffusion.model import load_diffusion
 from dia.errors import DiaError
 from dia.io import atomic_path
 from dia.official.imports import import_official
 from dia.progress import progress
-from dia.training import Schedule, TrainState
+from dia.training import TrainState
 
 MODULES = (
     "models.classifier",
@@ -299,7 +299,7 @@ def train_official(
     seed_everything(seed)
     model = run.build_model()
     optimizer, scheduler, linear_optim = _optimizers(run, model)
-    schedule = Schedule(cfg.epochs, checkpoint_every=0, eval_every=cfg.eval_every_epochs)
+    evaluated = schedule(cfg).evaluates_after
     opts = run.training_namespace()
     step = partial(
         run.modules[f"training.unsup.simclr_{cfg.method.upper()}"].train,
@@ -328,7 +328,7 @@ def train_official(
         _log_epoch(state, logger.scalars, optimizer, time.perf_counter() - started)
         bar.n = state.step  # the official loop may draw one batch more than it trains on
         bar.set_postfix(epoch=state.epoch, loss=f"{state.log[-1]['loss']:.3f}")
-        if evaluate and schedule.evaluates_after(state.epoch):
+        if evaluate and evaluated(state.epoch):
             state.evals.append((state.epoch, evaluate(model)))
         _save(state_file, model, optimizer, scheduler, linear_optim, state)
     bar.close()
