@@ -243,6 +243,11 @@ class BaselineConfig(_Config):
     score_batch_size: int = 64
     precision: Precision = "fp32"
 
+    @classmethod
+    def section(cls) -> str:
+        """The baseline's config section (and registry key): ``KDADConfig`` -> ``kdad``."""
+        return cls.__name__.removesuffix("Config").lower()
+
     def input_view(self) -> View:
         """How the official loader resizes an original image: ``Resize((image_size,
         image_size))`` unless the baseline says otherwise (:mod:`dia.data.views`)."""

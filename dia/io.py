@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import secrets
+import shutil
 import struct
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from dia.errors import DiaError, out_of_space
+
 _CHUNK = 1 << 20
 _ZIP_LOCAL_HEADER = 30  # bytes before a zip member's name and extra field
+
+
+TEMP_SUFFIX = ".dia-tmp"  # the temporary files of atomic writes, and only those, end so
 
 
 @contextlib.contextmanager
@@ -24,18 +31,51 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``dest`` and move it onto ``dest`` only on success.
 
     A crash or an exception leaves ``dest`` untouched (never half-written) and removes the
-    temporary file, so a Snakemake output is either complete or absent.
+    temporary file, so a Snakemake output is either complete or absent. A process killed with
+    SIGKILL cannot clean up: the next write of ``dest`` (by the job that owns it) removes what
+    such a writer left, and :func:`sweep_temps` removes the rest. The file is created with the
+    user's umask, so results are as readable as anything else the user writes.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*{TEMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+    tmp_path = dest.parent / f".{dest.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    tmp_path.open("x").close()
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
+    except Exception as exc:
+        if not isinstance(exc, DiaError) and _disk_full(exc, dest.parent):
+            written = tmp_path.stat().st_size if tmp_path.exists() else 0
+            free = shutil.disk_usage(dest.parent).free
+            raise DiaError(
+                f"no space left on the device writing {dest}: it needs more than the {written} "
+                f"bytes written before it failed, {free} bytes are free there; free some space "
+                f"(or point the results elsewhere) and re-run, finished outputs are kept"
+            ) from exc
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _disk_full(exc: Exception, directory: Path) -> bool:
+    """A failed write on a full file system: the error says so, or (torch's writer reports only
+    "file write failed") the file system has less than a mebibyte left."""
+    return out_of_space(exc) is not None or shutil.disk_usage(directory).free < _CHUNK
+
+
+def sweep_temps(root: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that killed atomic writes left under ``root``; return them.
+
+    Only safe while no job writes under ``root``: the workflow calls it once before its jobs
+    start, holding its lock on the working directory.
+    """
+    root = Path(root)
+    stale = [p for p in root.rglob(f".*{TEMP_SUFFIX}") if p.is_file()] if root.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_json(dest: str | os.PathLike[str], obj: Any) -> None:

@@ -5,14 +5,17 @@ Each epoch trains on a fresh permutation of the images in batches, drawn from th
 generator; every ``checkpoint_every`` steps the task's state and the loop's position go to
 ``state_dir/last.pt``, and a rerun resumes from there mid-epoch, bit for bit. After each epoch the
 loop writes one log row and, on the evaluation schedule, scores the model for the ``val`` and
-``test_oracle`` selection rules. What a step does (loss, optimiser, LR schedule) is the task's.
+``test_oracle`` selection rules. The first non-finite loss stops the run with an error naming the
+step and the task's learning-rate key. What a step does (loss, optimiser, LR schedule) is the
+task's.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dia.checkpoint import load_state
+from dia.errors import DiaError
 from dia.io import atomic_path
 from dia.progress import progress
 
@@ -28,7 +33,11 @@ EvalFn = Callable[[nn.Module], dict[str, np.ndarray]]
 
 @dataclass
 class TrainState:
-    """The loop's position and history: everything a resumed run needs besides the task's state."""
+    """The loop's position and history: everything a resumed run needs besides the task's state.
+
+    ``epoch_seconds`` is the training time already spent in the current epoch, so that an epoch
+    interrupted and resumed logs the time it really took.
+    """
 
     epoch: int = 0
     batch: int = 0
@@ -37,6 +46,32 @@ class TrainState:
     log: list[dict[str, float]] = field(default_factory=list)
     evals: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
     running: dict[str, float] = field(default_factory=dict)
+    epoch_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values and tensors only, so that the state loads with ``weights_only``."""
+        out = asdict(self)
+        out["evals"] = [
+            (epoch, {k: torch.from_numpy(np.asarray(v)) for k, v in ev.items()})
+            for epoch, ev in self.evals
+        ]
+        return out
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TrainState:
+        evals = [(epoch, {k: v.numpy() for k, v in ev.items()}) for epoch, ev in saved["evals"]]
+        return cls(**{**saved, "evals": evals})
+
+
+def check_finite(losses: dict[str, float], *, name: str, where: str, knob: str) -> None:
+    """Stop training at the first non-finite loss, naming the run, the step and the knob."""
+    bad = {key: value for key, value in losses.items() if not math.isfinite(value)}
+    if bad:
+        found = ", ".join(f"{key} = {value}" for key, value in bad.items())
+        raise DiaError(
+            f"{name}: {found} at {where}, training stopped; the usual cause is a learning rate "
+            f"too high for this data: lower {knob}, then re-run"
+        )
 
 
 @dataclass(frozen=True)
@@ -74,6 +109,7 @@ class EpochTask(Protocol):
 
     model: nn.Module
     rng: torch.Generator
+    lr_key: str  # the config key of its learning rate, which a non-finite loss names
 
     def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, float]:
         """Train on the images ``index`` at ``batch`` of ``epoch``; return the losses."""
@@ -93,15 +129,15 @@ class EpochTask(Protocol):
 
 def _save(path: Path, task: EpochTask, state: TrainState) -> None:
     with atomic_path(path) as tmp:
-        torch.save({**task.checkpoint(), "state": state}, tmp)
+        torch.save({**task.checkpoint(), "state": state.to_dict()}, tmp)
 
 
 def _resume(path: Path, task: EpochTask) -> TrainState:
-    if not path.exists():
+    ckpt = load_state(path)
+    if ckpt is None:
         return TrainState()
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
     task.restore(ckpt)
-    return ckpt["state"]
+    return TrainState.from_dict(ckpt["state"])
 
 
 def _close_epoch(state: TrainState, task: EpochTask, batches: int, seconds: float) -> None:
@@ -111,7 +147,7 @@ def _close_epoch(state: TrainState, task: EpochTask, batches: int, seconds: floa
     state.log.append(
         {"epoch": state.epoch, "step": state.step, "lr": task.lr(), "seconds": seconds, **means}
     )
-    state.batch, state.perm, state.running = 0, None, {}
+    state.batch, state.perm, state.running, state.epoch_seconds = 0, None, {}, 0.0
 
 
 def run_epochs(
@@ -131,13 +167,15 @@ def run_epochs(
     state = _resume(state_file, task)
     task.model.train()
     bar = progress(schedule.epochs * batches, name, initial=state.step)
-    epoch_started = time.perf_counter()
+    epoch_started = time.perf_counter() - state.epoch_seconds
     while state.epoch < schedule.epochs:
         if state.perm is None:
             state.perm = torch.randperm(n_images, generator=task.rng)
         while state.batch < batches:
             index = state.perm[state.batch * batch_size : (state.batch + 1) * batch_size]
             losses = task.train_step(index, state.epoch, state.batch)
+            where = f"epoch {state.epoch + 1}, step {state.step + 1}"
+            check_finite(losses, name=name, where=where, knob=task.lr_key)
             for key, value in losses.items():
                 state.running[key] = state.running.get(key, 0.0) + value
             state.batch += 1
@@ -147,6 +185,7 @@ def run_epochs(
                 epoch=state.epoch + 1, loss=f"{losses['loss']:.4f}", lr=f"{task.lr():.3g}"
             )
             if state.step % schedule.checkpoint_every == 0:
+                state.epoch_seconds = time.perf_counter() - epoch_started
                 _save(state_file, task, state)
         _close_epoch(state, task, batches, time.perf_counter() - epoch_started)
         if evaluate and schedule.evaluates_after(state.epoch):

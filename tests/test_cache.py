@@ -57,7 +57,7 @@ def test_cache_file_layout(cache_file: Path) -> None:
     assert cache.dissolved.shape == (5, 3, 3, 16, 16)
     assert cache.t_grid.tolist() == [30, 40, 50]
     assert cache.ids.tolist() == IDS.tolist()
-    assert not list(cache_file.parent.glob(".*.tmp"))
+    assert not list(cache_file.parent.glob(".*.dia-tmp"))
 
 
 def test_lookup_equals_dissolve_small(

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from dia.data import download as download_module
 from dia.data.download import download
 from dia.errors import DiaError
 
@@ -18,14 +19,20 @@ PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tob
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
 
 
+@pytest.fixture(autouse=True)
+def _no_pause_between_tries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download_module, "_RETRY_WAITS", (0.0, 0.0))
+
+
 class _Handler(BaseHTTPRequestHandler):
     supports_range = True
-    cut_first_response = False
+    cut_responses = 0  # how many first responses drop mid-transfer
     requests: list[str | None]
     sent: list[int]
 
     def do_GET(self) -> None:
         if self.path != "/data.npz":
+            self.requests.append("404")
             self.send_error(404)
             return
         header = self.headers.get("Range")
@@ -42,7 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.cut_first_response and not self.sent:
+        if len(self.sent) < self.cut_responses:
             body = body[: len(body) // 2]  # connection drops mid-transfer
         self.sent.append(len(body))  # before writing: the client may finish before we return
         self.wfile.write(body)
@@ -97,16 +104,24 @@ def test_oversized_part_is_discarded(server, tmp_path):
     assert server.requests == [None]
 
 
-def test_interrupted_download_resumes_on_rerun(server, tmp_path):
-    server.cut_first_response = True
+def test_a_dropped_connection_is_resumed_in_the_same_run(server, tmp_path):
+    server.cut_responses = 1
     dest = tmp_path / "data.npz"
-    with pytest.raises(DiaError, match="re-run to resume"):
-        download(server.url, dest, md5=MD5)
-    assert not dest.exists()
-    assert dest.with_suffix(".npz.part").stat().st_size == len(PAYLOAD) // 2
     download(server.url, dest, md5=MD5)
     assert dest.read_bytes() == PAYLOAD
-    assert server.requests == [None, f"bytes={len(PAYLOAD) // 2}-"]
+    resumed = f"bytes={len(PAYLOAD) // 2}-"
+    assert server.requests == [None, resumed]
+
+
+def test_three_dropped_connections_leave_the_part_for_a_rerun(server, tmp_path):
+    server.cut_responses = 3
+    dest = tmp_path / "data.npz"
+    with pytest.raises(DiaError, match=r"stopped at .* re-run"):
+        download(server.url, dest, md5=MD5)
+    assert len(server.requests) == 3
+    assert not dest.exists() and dest.with_suffix(".npz.part").exists()
+    download(server.url, dest, md5=MD5)
+    assert dest.read_bytes() == PAYLOAD
 
 
 def test_md5_mismatch_deletes_part_and_leaves_no_dest(server, tmp_path):
@@ -137,11 +152,12 @@ def test_existing_wrong_file_is_replaced(server, tmp_path):
     assert dest.read_bytes() == PAYLOAD
 
 
-def test_http_error_names_url_and_local_path(server, tmp_path):
+def test_http_error_names_url_and_local_path_without_retrying(server, tmp_path):
     url = server.url.replace("data.npz", "missing.npz")
     with pytest.raises(DiaError, match=r"missing\.npz.*local_path"):
         download(url, tmp_path / "data.npz", md5=MD5)
     assert not (tmp_path / "data.npz").exists()
+    assert server.requests == ["404"]  # asked once: a retry cannot find a missing file
 
 
 def test_connection_refused_names_url(tmp_path):

@@ -1,10 +1,12 @@
-"""The source registry is the one list of dataset sources: the schema's enum is written from it,
-and the layout listers and the workflow's download and credential lists agree with it."""
+"""The registries: the source registry is the one list of dataset sources (the schema's enum is
+written from it, and the layout listers and the workflow's download and credential lists agree
+with it), and every registered baseline's config names its own section."""
 
 from __future__ import annotations
 
 import yaml
 
+from dia.baselines import BASELINES, config_class
 from dia.data.layouts import LISTERS
 from dia.data.registry import CIFAR, FILE_SOURCES, NPZ_SOURCES, SOURCES, needs_kaggle
 from dia.plan import Plan
@@ -45,3 +47,9 @@ def test_the_plan_sorts_downloads_by_what_they_write() -> None:
     assert plan.downloads("npz") == ["pneu"]
     assert plan.downloads("files") == ["ct", "ct_local", "mine", "c10"]
     assert plan.kaggle_downloads() == ["ct"]
+
+
+def test_every_baseline_config_knows_its_section() -> None:
+    """Error messages name a baseline's keys (``kdad.lr``) through ``section()``."""
+    for name in BASELINES:
+        assert config_class(name).section() == name

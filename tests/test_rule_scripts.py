@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import sys
 from pathlib import Path
@@ -56,14 +57,41 @@ def test_a_killed_attempt_leaves_its_output_for_the_next(tmp_path: Path) -> None
     assert text.startswith("=== attempt 1") and "step 40/100\n=== attempt 2" in text
 
 
-def test_an_unexpected_exception_leaves_its_traceback_in_the_log(tmp_path: Path) -> None:
-    """Not only on the console: the rule's log is where Snakemake points the user."""
+def test_an_unexpected_exception_ends_with_one_line_after_its_traceback(
+    tmp_path: Path, capfd
+) -> None:
+    """The traceback goes to the rule's log (where Snakemake points the user), the console gets
+    one line, and the job exits 1."""
     log = tmp_path / "train.log"
 
     def breaks() -> None:
         raise ValueError("AUROC/AUPRC need both normal and anomalous samples")
 
-    with pytest.raises(ValueError):
+    with pytest.raises(SystemExit) as exited:
         _dia.run(_job(log), breaks)
+    assert exited.value.code == 1
     text = log.read_text()
     assert "Traceback" in text and "ValueError: AUROC/AUPRC need both" in text
+    last = text.rstrip().splitlines()[-1]
+    assert last.startswith("error: unexpected ValueError: AUROC/AUPRC need both")
+    assert str(log) in last
+    console = capfd.readouterr().err.strip().splitlines()
+    assert console == [f"[train] {last}"]
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path: Path, capfd) -> None:
+    log = tmp_path / "train.log"
+
+    def fills() -> None:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "results/x/model.pt")
+        except OSError as exc:
+            raise RuntimeError("file write failed") from exc
+
+    with pytest.raises(SystemExit):
+        _dia.run(_job(log), fills)
+    console = capfd.readouterr().err.strip().splitlines()
+    assert console == [
+        "[train] error: no space left on the device writing results/x/model.pt; free some "
+        "space and re-run"
+    ]

@@ -84,6 +84,18 @@ def test_bad_local_paths_are_named(tmp_path):
     assert not dest.exists()
 
 
+def test_a_bad_local_archive_is_the_users_to_replace_not_to_delete(tmp_path):
+    archive = tmp_path / "kvasir.zip"
+    archive.write_bytes(b"PK\x03\x04 truncated")
+    dest = tmp_path / "raw" / "source.json"
+    with pytest.raises(DiaError) as excinfo:
+        run_download("kvasir", {**KVASIR, "local_path": str(archive)}, dest)
+    message = str(excinfo.value)
+    assert "corrupt or incomplete" in message and "datasets.kvasir.local_path" in message
+    assert "replace it with an intact copy" in message and "delete" not in message
+    assert archive.exists()
+
+
 def test_unknown_source_lists_the_valid_ones(tmp_path):
     with pytest.raises(
         DiaError, match="unknown source 'imagenet'; use one of phantom, medmnist, sarscov2"

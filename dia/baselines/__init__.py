@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from dia.baselines.base import BaselineModel
 
 # config key (method `model` and config section) -> (module, model class); the config class is
-# the model class's name + "Config"
+# the model class's name + "Config", and the key is that name in lower case
 BASELINES: dict[str, tuple[str, str]] = {
     "kdad": ("dia.baselines.kdad", "KDAD"),
     "transformaly": ("dia.baselines.transformaly", "Transformaly"),

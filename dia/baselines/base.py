@@ -117,6 +117,7 @@ class _BaselineTask:
         torch.manual_seed(seed)
         self.model, self.images, self.device = model, images.on(device), device
         self.rng = torch.Generator().manual_seed(seed)
+        self.lr_key = f"{model.cfg.section()}.lr"
         model.to(device)
         model.on_train_start(images, device)
         self.optimizer, self.scheduler = model.make_optimizer()

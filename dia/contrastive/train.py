@@ -80,6 +80,7 @@ class Trainer:
             hue_from=cfg.jitter_hue_from,
         )
         self.rng = torch.Generator().manual_seed(seed)
+        self.lr_key = "contrastive.lr"
         self.aug_rng = torch.Generator(device).manual_seed(seed + 1)
         self.n_branches = 3 if cfg.method == "dia" else 2
         self.pass_batches = loader_batches(cfg, len(images))

@@ -29,14 +29,20 @@ _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # Errors raised while reading a damaged archive (gzip.BadGzipFile is an OSError).
 _READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+# What to do about a bad archive the pipeline downloaded; a user's own archive gets its own advice.
+DOWNLOAD_AGAIN = "delete it and re-run to download it again from the official source"
 
 
-def check_archive(archive: Path) -> list[str]:
+class _ArchiveError(Exception):
+    """What is wrong with an archive; the public functions add what to do about it."""
+
+
+def check_archive(archive: Path, remedy: str = DOWNLOAD_AGAIN) -> list[str]:
     """Validate every member of a .zip / .tar / .tar.gz / .tgz archive before anything is written.
 
     Returns the member names. Raises :class:`DiaError` naming the archive and the offending entry
     for absolute paths, ``..`` components, links, device files and other special entries, and for
-    a corrupt or incomplete archive (zip and gzip CRCs are verified).
+    a corrupt or incomplete archive (zip and gzip CRCs are verified), ending with ``remedy``.
     """
     archive = Path(archive)
     if not archive.is_file():
@@ -47,20 +53,23 @@ def check_archive(archive: Path) -> list[str]:
             return _check_zip(archive)
         return _check_tar(archive)
     except (*_READ_ERRORS, OSError) as exc:
-        raise _corrupt(archive, str(exc)) from exc
+        raise DiaError(f"{_corrupt(archive, str(exc))}; {remedy}") from exc
+    except _ArchiveError as exc:
+        raise DiaError(f"{exc}; {remedy}") from None
 
 
-def extract_archive(archive: Path, dest: Path) -> Path:
+def extract_archive(archive: Path, dest: Path, remedy: str = DOWNLOAD_AGAIN) -> Path:
     """Extract ``archive`` into directory ``dest`` safely and atomically; return ``dest``.
 
     A ``dest`` holding the completion marker of this archive (same name and size) is returned as
     is; any other ``dest`` and any leftover ``.partial`` directory of an interrupted run are
-    removed and the archive is extracted again. Nothing is written if :func:`check_archive` fails.
+    removed and the archive is extracted again. Nothing is written if :func:`check_archive` fails;
+    a bad archive's error ends with ``remedy``.
     """
     archive, dest = Path(archive), Path(dest)
     if _complete(dest, archive):
         return dest
-    check_archive(archive)
+    check_archive(archive, remedy)
     partial = dest.parent / f".{dest.name}.partial"
     _remove(partial)
     _remove(dest)
@@ -72,7 +81,9 @@ def extract_archive(archive: Path, dest: Path) -> Path:
             else:
                 _extract_tar(archive, partial)
         except _READ_ERRORS as exc:
-            raise _corrupt(archive, str(exc)) from exc
+            raise DiaError(f"{_corrupt(archive, str(exc))}; {remedy}") from exc
+        except _ArchiveError as exc:
+            raise DiaError(f"{exc}; {remedy}") from None
         except OSError as exc:
             raise DiaError(
                 f"could not extract {archive} into {partial}: {exc}; check free disk space and "
@@ -99,17 +110,13 @@ def _kind(archive: Path) -> str:
     )
 
 
-def _corrupt(archive: Path, detail: str) -> DiaError:
-    return DiaError(
-        f"archive {archive} is corrupt or incomplete ({detail}); delete it and re-run to "
-        f"download it again"
-    )
+def _corrupt(archive: Path, detail: str) -> _ArchiveError:
+    return _ArchiveError(f"archive {archive} is corrupt or incomplete ({detail})")
 
 
-def _unsafe(archive: Path, name: str, reason: str) -> DiaError:
-    return DiaError(
-        f"archive {archive} has an unsafe entry {name!r} ({reason}); nothing was extracted: "
-        f"delete the archive and download it again from the official source"
+def _unsafe(archive: Path, name: str, reason: str) -> _ArchiveError:
+    return _ArchiveError(
+        f"archive {archive} has an unsafe entry {name!r} ({reason}); nothing was extracted"
     )
 
 

@@ -2,12 +2,16 @@
 
 Dataset archives are large and clusters drop connections, so a download goes to ``<dest>.part``,
 resumes from it with an HTTP Range request, and is renamed onto ``dest`` only once its size and
-md5 are verified: ``dest`` is either absent or complete and correct.
+md5 are verified: ``dest`` is either absent or complete and correct. A dropped connection, a
+timeout or a server error (5xx) is retried here, twice, after a pause; what a retry cannot change
+(a missing file, a wrong checksum) fails at once, so the workflow never retries a download job.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 from urllib.error import HTTPError, URLError
@@ -18,6 +22,7 @@ from dia.io import file_digest
 from dia.progress import progress
 
 _CHUNK = 1 << 16
+_RETRY_WAITS = (10.0, 60.0)  # seconds before the second and the third try
 _LOCAL_PATH_HINT = (
     "check the network and re-run (the download resumes), or fetch the file by hand and point "
     "the dataset's local_path option (datasets.<name>.local_path) at it"
@@ -44,14 +49,26 @@ def download(
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_suffix(dest.suffix + ".part")
-    try:
-        expected = _fetch(url, part, size, timeout, dest.name)
-    except (URLError, HTTPException, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise DiaError(f"could not download {url}: {reason}; {hint}") from exc
+    for wait in (*_RETRY_WAITS, None):
+        try:
+            expected = _fetch(url, part, size, timeout, dest.name)
+            break
+        except (URLError, HTTPException, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            if wait is None or not _transient(exc):
+                raise DiaError(f"could not download {url}: {reason}; {hint}") from exc
+            print(
+                f"download of {url} failed ({reason}); trying again in {wait:g} s", file=sys.stderr
+            )
+            time.sleep(wait)
     _check_part(part, url, size if size is not None else expected, md5, dest)
     os.replace(part, dest)
     return dest
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether trying again may succeed: anything but an HTTP error the client caused (4xx)."""
+    return not (isinstance(exc, HTTPError) and 400 <= exc.code < 500)
 
 
 def _verified(path: Path, md5: str | None, size: int | None) -> bool:
@@ -95,6 +112,9 @@ def _fetch(url: str, part: Path, size: int | None, timeout: float, name: str) ->
             while chunk := response.read(_CHUNK):
                 f.write(chunk)
                 bar.update(len(chunk))
+    received = part.stat().st_size
+    if total is not None and received < total:
+        raise ConnectionError(f"the transfer stopped at {received} of {total} bytes")
     return total
 
 

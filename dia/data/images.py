@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -71,6 +73,22 @@ def _decode_chunk(args: tuple[list[Path], View | None]) -> list[tuple[np.ndarray
     return out
 
 
+def exit_with_parent() -> None:
+    """Pool worker initializer: the worker exits once the process that started it is gone.
+
+    A job killed with SIGKILL cannot shut its pool down, and its idle workers would otherwise wait
+    for work forever, each holding its memory.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def decode_images(
     root: Path,
     paths: Sequence[str],
@@ -90,7 +108,9 @@ def decode_images(
     with progress(len(files), "decode") as bar, contextlib.ExitStack() as stack:
         mapper = map
         if workers > 1 and len(chunks) > 1:
-            pool = ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1))
+            pool = ProcessPoolExecutor(
+                max_workers=min(workers, os.cpu_count() or 1), initializer=exit_with_parent
+            )
             mapper = stack.enter_context(pool).map
         for chunk in mapper(_decode_chunk, chunks):
             decoded.extend(chunk)

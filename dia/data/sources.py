@@ -62,7 +62,11 @@ def fetch_files(source: str, dataset: str, dest: Path, local_path: str | None = 
         if local.is_dir():
             root, origin = local.resolve(), "local folder"
         elif local.is_file():
-            root, origin = extract_archive(local, raw_dir / "files"), "local archive"
+            remedy = (
+                f"it is your datasets.{dataset}.local_path: replace it with an intact copy of "
+                f"the official archive, then re-run"
+            )
+            root, origin = extract_archive(local, raw_dir / "files", remedy), "local archive"
         else:
             raise DiaError(
                 f"datasets.{dataset}.local_path: {local} does not exist; point it at the extracted "

@@ -36,7 +36,8 @@ def build_cache(
     *,
     device: str = "cpu",
 ) -> None:
-    """Dissolve ``images`` (N, 3, H, W) at every grid t and write ``dest`` (npz) atomically."""
+    """Dissolve ``images`` (N, 3, H, W) at every grid t and write ``dest`` (npz) atomically;
+    non-finite dissolved images stop it before anything is written."""
     grid = t_grid(dissolver.cfg)
     r = dissolver.cfg.resolution
     out = np.empty((len(images), len(grid), 3, r, r), dtype=dissolver.cfg.cache_dtype)
@@ -47,7 +48,14 @@ def build_cache(
             for start in range(0, len(images), bs):
                 x = images[start : start + bs].to(device)
                 ts = torch.full((len(x),), int(t), dtype=torch.long)
-                out[start : start + len(x), g] = dissolver.dissolve_small(x, ts).cpu().numpy()
+                dissolved = dissolver.dissolve_small(x, ts)
+                if not torch.isfinite(dissolved).all():
+                    raise DiaError(
+                        f"dissolving for {dest} gave NaN or infinite images (t = {t}): the "
+                        f"diffusion model is broken; retrain it (delete it and re-run) with a "
+                        f"lower diffusion.lr, or dissolve with precision: fp32"
+                    )
+                out[start : start + len(x), g] = dissolved.cpu().numpy()
                 bar.update(1)
     with atomic_path(dest) as tmp, open(tmp, "wb") as f:
         np.savez(

@@ -74,5 +74,10 @@ def load_diffusion(
         )
     diffusion = build_diffusion(DiffusionConfig.from_dict(ckpt["config"]))
     state = ckpt["model"] if weights == "online" else ckpt["ema"]
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise DiaError(
+            f"diffusion model {path} has NaN or infinite {weights} weights (its training "
+            f"diverged); delete it and re-run with a lower diffusion.lr"
+        )
     diffusion.load_state_dict(state)
     return diffusion.to(device).eval().requires_grad_(False)

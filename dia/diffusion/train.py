@@ -4,23 +4,27 @@ The loop is the library Trainer's recipe (Adam, gradient accumulation, gradient 
 ema-pytorch, horizontal flips, full precision) written over in-memory tensors: the Trainer itself
 wants a folder of image files, refuses fewer than 100 images (the 10% data-ratio runs of Fig. 4
 have fewer) and starts one loader worker per core. State is checkpointed to ``state_dir`` every
-``checkpoint_every`` steps, so a killed job resumes where it stopped.
+``checkpoint_every`` steps, so a killed job resumes where it stopped, and the first non-finite
+loss stops training with an error naming the step.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from ema_pytorch import EMA
 from torchvision.utils import save_image
 
+from dia.checkpoint import load_state
 from dia.config import DiffusionConfig
 from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.io import atomic_path
 from dia.precision import autocast
 from dia.progress import library_bars, progress
+from dia.training import check_finite
 
 
 class _Run:
@@ -58,8 +62,7 @@ class _Run:
                 tmp,
             )
 
-    def restore(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+    def restore(self, state: dict[str, Any]) -> None:
         self.diffusion.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
@@ -106,13 +109,18 @@ def train_diffusion(
     """
     run = _Run(cfg, seed, device)
     state_file = state_dir / "last.pt"
-    if state_file.exists():
-        run.restore(state_file)
+    saved = load_state(state_file)
+    if saved is not None:
+        run.restore(saved)
     losses: list[float] = []
     started, first_step = time.perf_counter(), run.step
     with progress(cfg.steps, "diffusion", initial=run.step) as bar:
         while run.step < cfg.steps:
             losses.append(run.train_step(images))
+            where = f"step {run.step} of {cfg.steps}"
+            check_finite(
+                {"loss": losses[-1]}, name="train_diffusion", where=where, knob="diffusion.lr"
+            )
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update(1)
             if run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps:

@@ -59,7 +59,6 @@ code hard-codes are refused when the config differs.
 from __future__ import annotations
 
 import contextlib
-import random
 import re
 import time
 import types
@@ -86,13 +85,14 @@ from dia.baselines.kdad import KDADConfig
 from dia.baselines.meanshift import MeanShiftConfig
 from dia.baselines.rd4ad import RD4ADConfig
 from dia.baselines.uniad import UniADConfig
+from dia.checkpoint import global_rng_state, load_state, set_global_rng_state
 from dia.data.prepare import ImageBatches
 from dia.errors import DiaError
 from dia.io import atomic_path
 from dia.official.contrastive import seed_everything
 from dia.official.imports import import_official, legacy_runtime
 from dia.official.repos import recorded
-from dia.training import TrainState
+from dia.training import TrainState, check_finite
 
 EvalFn = Callable[[nn.Module], dict[str, np.ndarray]]
 
@@ -229,12 +229,8 @@ class _Epochs:
     ) -> None:
         self.model, self.evaluate, self.steps_per_epoch = model, evaluate, steps_per_epoch
         self.file = state_dir / "last.pt"
-        self.resumed = (
-            torch.load(self.file, map_location="cpu", weights_only=False)
-            if self.file.exists()
-            else None
-        )
-        self.state: TrainState = self.resumed["state"] if self.resumed else TrainState()
+        self.resumed = load_state(self.file)
+        self.state = TrainState.from_dict(self.resumed["state"]) if self.resumed else TrainState()
         self.optimizer: Any = None  # the training function's, once known
         self.scheduler: Any = None
         self.started = time.perf_counter()
@@ -256,13 +252,16 @@ class _Epochs:
 
     def resume_rng(self) -> None:
         if self.resumed:
-            py, np_state, torch_state = self.resumed["rng"]
-            _set_rng(py, np_state, torch_state)
+            set_global_rng_state(self.resumed["rng"])
         self.started = time.perf_counter()
 
     def end(self, loss: float) -> None:
         """The epoch just trained: log it, evaluate it when due, checkpoint."""
         state, cfg = self.state, self.model.cfg
+        name = f"{cfg.section()} (official)"
+        check_finite(
+            {"loss": loss}, name=name, where=f"epoch {state.epoch + 1}", knob=f"{cfg.section()}.lr"
+        )
         state.epoch += 1
         state.step += self.steps_per_epoch
         state.log.append(
@@ -283,22 +282,12 @@ class _Epochs:
                     "model": self.model.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                    "rng": _get_rng(),
-                    "state": state,
+                    "rng": global_rng_state(),
+                    "state": state.to_dict(),
                 },
                 tmp,
             )
         self.started = time.perf_counter()
-
-
-def _get_rng() -> tuple[Any, Any, torch.Tensor]:
-    return random.getstate(), np.random.get_state(), torch.get_rng_state()
-
-
-def _set_rng(py: Any, np_state: Any, torch_state: torch.Tensor) -> None:
-    random.setstate(py)
-    np.random.set_state(np_state)
-    torch.set_rng_state(torch_state)
 
 
 class OfficialRD4AD(BaselineModel):

@@ -33,6 +33,7 @@ import torchvision.transforms as T
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dia.checkpoint import global_rng_state, load_state, set_global_rng_state
 from dia.config import OFFICIAL_HUE, ContrastiveConfig, DissolveConfig, ScoreConfig
 from dia.contrastive.optim import lars
 from dia.contrastive.train import batches_per_epoch, schedule
@@ -42,7 +43,7 @@ from dia.errors import DiaError
 from dia.io import atomic_path
 from dia.official.imports import import_official
 from dia.progress import progress
-from dia.training import TrainState
+from dia.training import TrainState, check_finite
 
 MODULES = (
     "models.classifier",
@@ -309,9 +310,7 @@ def train_official(
         num_batches_per_epoch=cfg.max_batches_per_epoch - 1,  # it stops after n >= this
     )
     state_file = state_dir / "last.pt"
-    state = TrainState()
-    if state_file.exists():
-        state = _load(state_file, model, optimizer, scheduler, linear_optim)
+    state = _load(state_file, model, optimizer, scheduler, linear_optim)
     per_epoch = batches_per_epoch(cfg, len(normals))
     # The official loop steps its scheduler with an explicit epoch, which torch deprecates.
     warnings.filterwarnings("ignore", "The epoch parameter in `scheduler.step", UserWarning)
@@ -325,7 +324,7 @@ def train_official(
         step(opts, state.epoch + 1, model, criterion, optimizer, scheduler, loader, logger=logger)
         state.epoch += 1
         state.step += per_epoch
-        _log_epoch(state, logger.scalars, optimizer, time.perf_counter() - started)
+        _log_epoch(state, logger.scalars, optimizer, time.perf_counter() - started, bar.desc)
         bar.n = state.step  # the official loop may draw one batch more than it trains on
         bar.set_postfix(epoch=state.epoch, loss=f"{state.log[-1]['loss']:.3f}")
         if evaluate and evaluated(state.epoch):
@@ -352,19 +351,20 @@ def _optimizers(run: OfficialRun, model: nn.Module) -> tuple[Any, Any, Any]:
 
 
 def _log_epoch(
-    state: TrainState, scalars: dict[str, float], optimizer: Any, seconds: float
+    state: TrainState, scalars: dict[str, float], optimizer: Any, seconds: float, name: str
 ) -> None:
-    """The log row of the epoch just trained, from the losses their logger received."""
+    """The log row of the epoch just trained, from the losses their logger received; a
+    non-finite loss stops the run."""
     sim, shift = scalars.get("loss_sim", np.nan), scalars.get("loss_shift", np.nan)
+    losses = {"loss": sim + shift, "loss_con": sim, "loss_cls": shift}
+    check_finite(losses, name=name, where=f"epoch {state.epoch}", knob="contrastive.lr")
     state.log.append(
         {
             "epoch": state.epoch,
             "step": state.step,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": seconds,
-            "loss": sim + shift,
-            "loss_con": sim,
-            "loss_cls": shift,
+            **losses,
         }
     )
 
@@ -390,8 +390,8 @@ def _save(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": _scheduler_state(scheduler),
                 "linear_optim": linear_optim.state_dict(),
-                "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state()),
-                "state": state,
+                "rng": global_rng_state(),
+                "state": state.to_dict(),
             },
             tmp,
         )
@@ -404,14 +404,15 @@ def _load(
     scheduler: Any,
     linear_optim: torch.optim.Optimizer,
 ) -> TrainState:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    """The training state saved in ``path`` loaded into the model and optimisers (none: a new
+    state)."""
+    ckpt = load_state(path)
+    if ckpt is None:
+        return TrainState()
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     vars(scheduler).update(ckpt["scheduler"]["own"])
     scheduler.after_scheduler.load_state_dict(ckpt["scheduler"]["after"])
     linear_optim.load_state_dict(ckpt["linear_optim"])
-    py, np_state, torch_state = ckpt["rng"]
-    random.setstate(py)
-    np.random.set_state(np_state)
-    torch.set_rng_state(torch_state)
-    return ckpt["state"]
+    set_global_rng_state(ckpt["rng"])
+    return TrainState.from_dict(ckpt["state"])

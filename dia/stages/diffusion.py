@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from dia.data.prepare import ImageBatches, load_prepared
+from dia.checkpoint import claim_state_dir
+from dia.config import DiffusionConfig
+from dia.data.prepare import ImageBatches, PreparedData, load_prepared
 from dia.diffusion.cache import build_cache, t_grid
 from dia.diffusion.dissolve import Dissolver, fit_to
 from dia.diffusion.model import load_diffusion
@@ -29,6 +31,16 @@ def diffusion_subset(n: int, ratio: float, seed: int) -> np.ndarray:
         raise DiaError(f"diffusion data ratio must be in (0, 1], got {ratio}")
     keep = max(1, round(n * ratio))
     return np.sort(np.random.default_rng(seed).permutation(n)[:keep])
+
+
+def _training_images(
+    data: PreparedData, all_classes: bool, cfg: DiffusionConfig, seed: int, fit: str
+) -> torch.Tensor:
+    """The ``data_ratio`` subset of the training images a model learns, fitted to its size."""
+    train = data.images[data.select("train", None if all_classes else 0)]
+    batches = ImageBatches(train[diffusion_subset(len(train), cfg.data_ratio, seed)])
+    chunks = range(0, len(batches), _FIT_CHUNK)
+    return torch.cat([fit_to(batches[i : i + _FIT_CHUNK], cfg.resolution, fit) for i in chunks])
 
 
 def run_train_diffusion(
@@ -52,11 +64,12 @@ def run_train_diffusion(
     )
     fit = resolve("dissolve", preset, layers).fit
     data = load_prepared(data_dir)
-    train = data.images[data.select("train", None if all_classes else 0)]
-    subset = diffusion_subset(len(train), ratio, seed)
-    batches = ImageBatches(train[subset])
-    chunks = range(0, len(batches), _FIT_CHUNK)
-    images = torch.cat([fit_to(batches[i : i + _FIT_CHUNK], resolution, fit) for i in chunks])
+    made_by = {"config": diffusion_cfg.to_dict(), "fit": fit, "all_classes": all_classes}
+    inputs = {"manifest_sha256": data.manifest_sha256}
+    claim_state_dir(
+        state_dir, {"stage": "train_diffusion", **made_by, "seed": seed, "inputs": inputs}
+    )
+    images = _training_images(data, all_classes, diffusion_cfg, seed, fit)
     summary = train_diffusion(
         images,
         diffusion_cfg,
@@ -74,8 +87,8 @@ def run_train_diffusion(
             seed=seed,
             device=device,
             started=started,
-            inputs={"manifest_sha256": data.manifest_sha256},
-            extra={"n_images": len(subset), "all_classes": all_classes, "fit": fit, **summary},
+            inputs=inputs,
+            extra={"n_images": len(images), "all_classes": all_classes, "fit": fit, **summary},
         ),
     )
 

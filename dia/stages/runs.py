@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from dia.checkpoint import claim_state_dir, file_stamp
 from dia.data.prepare import PreparedData, load_prepared
 from dia.data.splits import EVAL_SPLITS
+from dia.errors import DiaError, one_line
 from dia.evaluation.selection import OFFICIAL_RULES, select_all
 from dia.io import atomic_path, read_json, write_json
 from dia.meta import build_meta
@@ -30,6 +32,15 @@ from dia.stages.contrastive import contrastive_name, score_contrastive, train_co
 from dia.training import TrainState
 
 Layers = list[dict[str, Any]]
+
+
+def _write_run(out_dir: Path, ckpt: dict[str, Any], state: TrainState, data: PreparedData) -> None:
+    """model.pt (the weights, with the name and config that rebuild the model), the training
+    log and the periodic evaluations."""
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save(ckpt, tmp)
+    _write_log(out_dir / "train_log.csv", state.log)
+    _write_evals(out_dir / "evals.npz", state, data)
 
 
 def _write_log(path: Path, log: list[dict[str, float]]) -> None:
@@ -76,6 +87,8 @@ def run_train(
     """
     started = time.time()
     data = load_prepared(data_dir)
+    inputs = {"cache": cache, "diffusion": diffusion, "official": official, "views": views}
+    claim_state_dir(state_dir, _fingerprint(data, preset, layers, seed, baseline, inputs))
     common = {"state_dir": state_dir, "preset": preset, "layers": layers, "seed": seed}
     if baseline:
         model, state, config = train_baseline(
@@ -86,23 +99,42 @@ def run_train(
             data, device=device, cache=cache, diffusion=diffusion, official=official, **common
         )
     name = baseline or contrastive_name(config)
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({"model_name": name, "config": config, "model": model.state_dict()}, tmp)
-    _write_log(out_dir / "train_log.csv", state.log)
-    _write_evals(out_dir / "evals.npz", state, data)
-    inputs = {"cache": str(cache or ""), "diffusion": str(diffusion or "")}
+    ckpt = {"model_name": name, "config": config, "model": model.state_dict()}
+    _write_run(out_dir, ckpt, state, data)
     meta = build_meta(
         stage="train",
         config=config,
         seed=seed,
         device=device,
         started=started,
-        inputs={"manifest_sha256": data.manifest_sha256, **inputs},
+        inputs={"manifest_sha256": data.manifest_sha256}
+        | {key: str(inputs[key] or "") for key in ("cache", "diffusion")},
         extra=_train_summary(name, state, data),
     )
     write_json(out_dir / "train_meta.json", meta)
     # the run's resumable state (ours, and an official trainer's own checkpoints) is done with
     shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _fingerprint(
+    data: PreparedData,
+    preset: str,
+    layers: Layers,
+    seed: int,
+    baseline: str | None,
+    inputs: dict[str, Path | None],
+) -> dict[str, Any]:
+    """What a run's result depends on: its resolved sections, seed, data and input files."""
+    sections = (baseline,) if baseline else ("contrastive", "score", "dissolve")
+    return {
+        "stage": "train",
+        "config": {s: resolve(s, preset, layers).to_dict() for s in sections},
+        "seed": seed,
+        "inputs": {
+            "manifest_sha256": data.manifest_sha256,
+            **{name: file_stamp(path) for name, path in inputs.items()},
+        },
+    }
 
 
 def _train_summary(name: str, state: TrainState, data: PreparedData) -> dict[str, Any]:
@@ -113,6 +145,29 @@ def _train_summary(name: str, state: TrainState, data: PreparedData) -> dict[str
         "n_train_images": int(data.select("train", 0).sum()),
         "train_seconds": sum(e.get("seconds", 0.0) for e in state.log),
     }
+
+
+def _load_model(path: Path, device: str) -> dict[str, Any]:
+    """A trained run's model.pt, read as weights and plain values only (never code)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise DiaError(
+            f"cannot read trained model {path} ({one_line(exc)}); delete it and re-run: the "
+            f"train rule builds it again"
+        ) from exc
+
+
+def _check_scores(final: dict[str, np.ndarray], run_dir: Path) -> None:
+    """Refuse to write scores that are not finite: no metric can be computed from them."""
+    for split in EVAL_SPLITS:
+        bad = int((~np.isfinite(final[split])).sum())
+        if bad:
+            raise DiaError(
+                f"{bad} of the {len(final[split])} {split} scores of {run_dir / 'model.pt'} are "
+                f"NaN or infinite; the model is broken (see {run_dir / 'train_log.csv'}): delete "
+                f"{run_dir} and re-run, with a lower learning rate if its losses grew"
+            )
 
 
 def _write_scores(path: Path, data: PreparedData, final: dict[str, np.ndarray]) -> None:
@@ -153,7 +208,7 @@ def run_score(
 ) -> None:
     """Score the trained model of ``run_dir``: scores.csv, metrics.json, meta.json."""
     started = time.time()
-    ckpt = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
+    ckpt = _load_model(run_dir / "model.pt", device)
     data = load_prepared(data_dir)
     model_name = ckpt["model_name"]
     if model_name in ("contrastive", "official"):
@@ -162,6 +217,7 @@ def run_score(
         )
     else:
         final, config = score_baseline(ckpt, data, device, views, official=official)
+    _check_scores(final, run_dir)
     _write_scores(run_dir / "scores.csv", data, final)
     train_meta = read_json(run_dir / "train_meta.json")
     labels = {s: data.labels[data.select(s)] for s in EVAL_SPLITS}

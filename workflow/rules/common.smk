@@ -214,6 +214,19 @@ def check_credentials(jobs):
         raise WorkflowError(str(exc)) from None
 
 
+def sweep_leftovers():
+    """Remove the temporary files of writes that a kill interrupted (`dia.io.sweep_temps`).
+
+    Runs before any job starts, under the working directory's lock, so no job is writing.
+    """
+    from dia.io import sweep_temps
+
+    for root in ("results", "resources"):
+        stale = sweep_temps(root)
+        if stale:
+            print(f"removed {len(stale)} temporary files of interrupted writes under {root}/")
+
+
 def dataset_layers(wildcards):
     return PLAN.layers(wildcards.dataset)
 

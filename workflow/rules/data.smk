@@ -30,7 +30,6 @@ rule download_files:
         "benchmarks/download/{dataset}.tsv"
     wildcard_constraints:
         dataset=one_of(FILE_DATASETS),
-    retries: 2
     conda:
         "../../envs/dia.yaml"
     threads: 1

@@ -2,9 +2,10 @@
 
 Puts this checkout on ``sys.path`` (conda jobs drop PYTHONPATH and the env files never install the
 project, so this is how ``dia`` is found with and without ``--use-conda``), sends all output to the
-rule's log, and turns a :class:`dia.errors.DiaError` into one line on the console and in the log
-with exit status 1 instead of a traceback. Any other exception is a bug or an environment fault:
-its traceback goes to the log too (not only to the console), and it is raised again.
+rule's log, and ends every failure with one line, on the console and in the log, and exit status
+1: a :class:`dia.errors.DiaError` (input the user can correct) as its message; a full disk as what
+to free; any other exception (a bug or an environment fault) as its type and first line, with its
+traceback in the log above that line.
 
 Snakemake deletes a job's log before it retries the job, so every attempt is also written to
 ``<log>.attempts``; the next attempt starts its log with the earlier ones, each under an
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dia.errors import DiaError  # noqa: E402
+from dia.errors import DiaError, one_line, out_of_space  # noqa: E402
 
 
 def optional_input(snakemake, name: str) -> Path | None:
@@ -53,6 +54,20 @@ class _Tee:
         return getattr(self.files[0], name)  # encoding, fileno, isatty: the log's
 
 
+def _describe(exc: Exception, log_path: Path) -> str:
+    """The one line a failure ends with."""
+    if isinstance(exc, DiaError):
+        return str(exc)
+    full = out_of_space(exc)
+    if full is not None:
+        where = full.filename or "the results"
+        return f"no space left on the device writing {where}; free some space and re-run"
+    return (
+        f"unexpected {type(exc).__name__}: {one_line(exc)} (a bug or an environment fault; "
+        f"the traceback is in {log_path})"
+    )
+
+
 def run(snakemake, main: Callable[[], None]) -> None:
     console = sys.__stderr__
     log_path = Path(snakemake.log[0])
@@ -67,14 +82,13 @@ def run(snakemake, main: Callable[[], None]) -> None:
         sys.stdout = sys.stderr = stream
         try:
             main()
-        except DiaError as exc:
-            message = f"error: {exc}"
+        except Exception as exc:
+            if not isinstance(exc, DiaError):
+                traceback.print_exc(file=stream)
+            message = f"error: {_describe(exc, log_path)}"
             print(message, file=stream)
             print(f"[{snakemake.rule}] {message}", file=console)
             sys.exit(1)
-        except Exception:
-            traceback.print_exc(file=stream)
-            raise
         finally:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     history.unlink()
