@@ -21,8 +21,6 @@ from dia.errors import DiaError, out_of_space
 
 _CHUNK = 1 << 20
 _ZIP_LOCAL_HEADER = 30  # bytes before a zip member's name and extra field
-
-
 TEMP_SUFFIX = ".dia-tmp"  # the temporary files of atomic writes, and only those, end so
 
 

@@ -5,9 +5,9 @@ Each epoch trains on a fresh permutation of the images in batches, drawn from th
 generator; every ``checkpoint_every`` steps the task's state and the loop's position go to
 ``state_dir/last.pt``, and a rerun resumes from there mid-epoch, bit for bit. After each epoch the
 loop writes one log row and, on the evaluation schedule, scores the model for the ``val`` and
-``test_oracle`` selection rules. The first non-finite loss stops the run with an error naming the
-step and the task's learning-rate key. What a step does (loss, optimiser, LR schedule) is the
-task's.
+``test_oracle`` selection rules. Losses stay on the device between reads; a read that finds a
+non-finite loss stops the run with an error naming the step and the task's learning-rate key,
+before any checkpoint is written. What a step does (loss, optimiser, LR schedule) is the task's.
 """
 
 from __future__ import annotations
@@ -29,14 +29,18 @@ from dia.io import atomic_path
 from dia.progress import progress
 
 EvalFn = Callable[[nn.Module], dict[str, np.ndarray]]
+# A step's losses, left on the device: the loop reads them every READ_EVERY steps (and before a
+# checkpoint and at an epoch's end), so a GPU is not made to wait for the host at every step.
+Losses = dict[str, torch.Tensor | float]
+READ_EVERY = 25
 
 
 @dataclass
 class TrainState:
     """The loop's position and history: everything a resumed run needs besides the task's state.
 
-    ``epoch_seconds`` is the training time already spent in the current epoch, so that an epoch
-    interrupted and resumed logs the time it really took.
+    ``epoch_seconds`` is the training time the current epoch had taken at its last checkpoint, so
+    that an epoch interrupted and resumed logs that time plus the time after the resume.
     """
 
     epoch: int = 0
@@ -111,8 +115,9 @@ class EpochTask(Protocol):
     rng: torch.Generator
     lr_key: str  # the config key of its learning rate, which a non-finite loss names
 
-    def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, float]:
-        """Train on the images ``index`` at ``batch`` of ``epoch``; return the losses."""
+    def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> Losses:
+        """Train on the images ``index`` at ``batch`` of ``epoch``; return the losses (0-d
+        tensors, not yet read to the host)."""
 
     def end_epoch(self) -> None:
         """Per-epoch bookkeeping, e.g. stepping an epoch-wise LR scheduler."""
@@ -138,6 +143,26 @@ def _resume(path: Path, task: EpochTask) -> TrainState:
         return TrainState()
     task.restore(ckpt)
     return TrainState.from_dict(ckpt["state"])
+
+
+def read_losses(pending: list[Losses]) -> list[dict[str, float]]:
+    """The losses of ``pending`` steps as floats, in one transfer from the device."""
+    keys = list(pending[0])
+    rows = [
+        torch.stack([torch.as_tensor(step[k]).detach().float() for k in keys]) for step in pending
+    ]
+    return [dict(zip(keys, row, strict=True)) for row in torch.stack(rows).cpu().tolist()]
+
+
+def _take(pending: list[Losses], state: TrainState, task: EpochTask, bar: Any, name: str) -> None:
+    """Read the steps since the last read: stop at a non-finite loss, else add them up."""
+    first = state.step - len(pending)
+    for offset, losses in enumerate(read_losses(pending), start=1):
+        where = f"epoch {state.epoch + 1}, step {first + offset}"
+        check_finite(losses, name=name, where=where, knob=task.lr_key)
+        for key, value in losses.items():
+            state.running[key] = state.running.get(key, 0.0) + value
+    bar.set_postfix(epoch=state.epoch + 1, loss=f"{losses['loss']:.4f}", lr=f"{task.lr():.3g}")
 
 
 def _close_epoch(state: TrainState, task: EpochTask, batches: int, seconds: float) -> None:
@@ -171,20 +196,18 @@ def run_epochs(
     while state.epoch < schedule.epochs:
         if state.perm is None:
             state.perm = torch.randperm(n_images, generator=task.rng)
+        pending: list[Losses] = []
         while state.batch < batches:
             index = state.perm[state.batch * batch_size : (state.batch + 1) * batch_size]
-            losses = task.train_step(index, state.epoch, state.batch)
-            where = f"epoch {state.epoch + 1}, step {state.step + 1}"
-            check_finite(losses, name=name, where=where, knob=task.lr_key)
-            for key, value in losses.items():
-                state.running[key] = state.running.get(key, 0.0) + value
+            pending.append(task.train_step(index, state.epoch, state.batch))
             state.batch += 1
             state.step += 1
             bar.update(1)
-            bar.set_postfix(
-                epoch=state.epoch + 1, loss=f"{losses['loss']:.4f}", lr=f"{task.lr():.3g}"
-            )
-            if state.step % schedule.checkpoint_every == 0:
+            checkpoint = state.step % schedule.checkpoint_every == 0
+            if checkpoint or state.batch == batches or len(pending) == READ_EVERY:
+                _take(pending, state, task, bar, name)
+                pending = []
+            if checkpoint:
                 state.epoch_seconds = time.perf_counter() - epoch_started
                 _save(state_file, task, state)
         _close_epoch(state, task, batches, time.perf_counter() - epoch_started)

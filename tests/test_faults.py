@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from dia import training
 from dia.checkpoint import FINGERPRINT, load_state
 from dia.diffusion.dissolve import Dissolver
 from dia.errors import DiaError
@@ -27,7 +28,7 @@ from dia.sections import config_sections
 from dia.stages.data import run_download, run_prepare
 from dia.stages.diffusion import run_dissolve_cache, run_train_diffusion
 from dia.stages.runs import run_score, run_train
-from dia.training import Schedule, TrainState, run_epochs
+from dia.training import READ_EVERY, Schedule, TrainState, run_epochs
 from tests.conftest import ROOT, TINY_CONFIG
 
 CONFIG = yaml.safe_load(TINY_CONFIG.read_text())
@@ -456,3 +457,35 @@ def test_an_epoch_interrupted_and_resumed_logs_the_time_it_really_took(
     # epoch 1: 2 s to its checkpoint, 2 s after the resume (the 1 s of work the kill lost after
     # that checkpoint is not counted); without the carried 2 s, it would log 2
     assert [row["seconds"] for row in state.log] == [4.0, 4.0]
+
+
+class _NanAt(_CountingTask):
+    """Losses left as tensors, as a GPU task leaves them; NaN from step ``bad`` on."""
+
+    def __init__(self, clock: _Clock, bad: int) -> None:
+        super().__init__(clock)
+        self.bad = bad
+
+    def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, Any]:
+        super().train_step(index, epoch, batch)
+        return {"loss": torch.tensor(float("nan") if self.steps >= self.bad else 1.0)}
+
+
+def test_losses_are_read_in_windows_and_a_nan_is_named_at_its_own_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int] = []
+    real_read = training.read_losses
+
+    def counted(pending: list[Any]) -> list[dict[str, float]]:
+        reads.append(len(pending))
+        return real_read(pending)
+
+    monkeypatch.setattr(training, "read_losses", counted)
+    loop = dict(n_images=120, batches=60, batch_size=2, name="test")
+    run_epochs(_NanAt(_Clock(), bad=10**6), Schedule(1, 1000), state_dir=tmp_path / "a", **loop)
+    assert reads == [READ_EVERY, READ_EVERY, 60 - 2 * READ_EVERY]  # not once per step
+
+    with pytest.raises(DiaError, match=r"^test: loss = nan at epoch 1, step 7, "):
+        run_epochs(_NanAt(_Clock(), bad=7), Schedule(1, 10), state_dir=tmp_path / "b", **loop)
+    assert not (tmp_path / "b/last.pt").exists()  # read before the step-10 checkpoint

@@ -122,13 +122,13 @@ class _BaselineTask:
         model.on_train_start(images, device)
         self.optimizer, self.scheduler = model.make_optimizer()
 
-    def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, float]:
+    def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, torch.Tensor]:
         with autocast(self.device, self.model.cfg.precision):
             loss = self.model.training_loss(self.images[index].to(self.device), self.rng).float()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     def end_epoch(self) -> None:
         if self.scheduler is not None:

@@ -96,8 +96,8 @@ class Trainer:
             total_epochs=cfg.lr_cosine_epochs or cfg.epochs,
         )
 
-    def step(self, index: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on the training images ``index``."""
+    def step(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimisation step on the training images ``index``; its losses, on the device."""
         x = self.images[index].to(self.device)
         views, labels = make_views(
             x,
@@ -122,9 +122,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "loss_con": loss_con.item(), "loss_cls": loss_cls.item()}
+        return {"loss": loss.detach(), "loss_con": loss_con.detach(), "loss_cls": loss_cls.detach()}
 
-    def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, float]:
+    def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, torch.Tensor]:
         # The official loop steps the scheduler after iteration n to epoch + n / len(loader)
         # (len uncapped), so iteration n trains at the rate of position n - 1.
         self._lr = self.lr_at(max(0.0, epoch + (batch - 1) / self.pass_batches))

@@ -24,7 +24,7 @@ from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.io import atomic_path
 from dia.precision import autocast
 from dia.progress import library_bars, progress
-from dia.training import check_finite
+from dia.training import READ_EVERY, Losses, check_finite, read_losses
 
 
 class _Run:
@@ -70,12 +70,13 @@ class _Run:
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
 
-    def train_step(self, images: torch.Tensor) -> float:
-        """One optimiser step over ``grad_accum`` batches drawn with replacement; the loss."""
+    def train_step(self, images: torch.Tensor) -> torch.Tensor:
+        """One optimiser step over ``grad_accum`` batches drawn with replacement; the loss, on
+        the device."""
         cfg, n = self.cfg, images.shape[0]
         batch = min(cfg.batch_size, n)
         self.diffusion.train()
-        total = 0.0
+        total = torch.zeros((), device=self.device)
         for _ in range(cfg.grad_accum):
             x = images[torch.randint(n, (batch,), generator=self.gen)]
             if cfg.hflip:
@@ -84,7 +85,7 @@ class _Run:
             with autocast(self.device, cfg.precision):
                 loss = self.diffusion(x.to(self.device)).float() / cfg.grad_accum
             loss.backward()
-            total += loss.item()
+            total += loss.detach()
         torch.nn.utils.clip_grad_norm_(self.diffusion.parameters(), cfg.max_grad_norm)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -113,27 +114,37 @@ def train_diffusion(
     if saved is not None:
         run.restore(saved)
     losses: list[float] = []
+    pending: list[Losses] = []
     started, first_step = time.perf_counter(), run.step
     with progress(cfg.steps, "diffusion", initial=run.step) as bar:
         while run.step < cfg.steps:
-            losses.append(run.train_step(images))
-            where = f"step {run.step} of {cfg.steps}"
-            check_finite(
-                {"loss": losses[-1]}, name="train_diffusion", where=where, knob="diffusion.lr"
-            )
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            pending.append({"loss": run.train_step(images)})
             bar.update(1)
-            if run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps:
+            save = run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps
+            if save or run.step == cfg.steps or len(pending) == READ_EVERY:
+                losses += _checked(pending, run.step - len(pending), cfg.steps)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                pending = []
+            if save:
                 run.save(state_file)
     elapsed = time.perf_counter() - started
     save_diffusion(model_path, run.diffusion, run.ema.ema_model, cfg)
     _write_samples(run.ema.ema_model, cfg.n_samples, samples_path)
-    state_file.unlink(missing_ok=True)
     tail = losses[-50:] or [float("nan")]
     return {
         "final_loss": sum(tail) / len(tail),
         "steps_per_second": (run.step - first_step) / elapsed if elapsed > 0 else float("nan"),
     }
+
+
+def _checked(pending: list[Losses], first: int, steps: int) -> list[float]:
+    """The losses of the steps after step ``first``, read from the device; a non-finite one
+    stops training."""
+    losses = [row["loss"] for row in read_losses(pending)]
+    for step, loss in enumerate(losses, start=first + 1):
+        where = f"step {step} of {steps}"
+        check_finite({"loss": loss}, name="train_diffusion", where=where, knob="diffusion.lr")
+    return losses
 
 
 def _write_samples(model: torch.nn.Module, n: int, path: Path) -> None:

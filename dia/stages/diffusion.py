@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ def run_train_diffusion(
             extra={"n_images": len(images), "all_classes": all_classes, "fit": fit, **summary},
         ),
     )
+    # the model is complete: its resumable state is done with
+    shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def run_dissolve_cache(
