@@ -170,7 +170,9 @@ class ContrastiveConfig(_Config):
     circle) and ``jitter_hue_from`` (see :func:`dia.contrastive.augment.rgb_to_hsv`) give the
     official colour jitter by default and SimCLR's (torchvision's) with 0.1 and ``hexcone``.
     ``impl: official`` trains and scores with the official repository's code
-    (:mod:`dia.official.contrastive`) instead of this package's.
+    (:mod:`dia.official.contrastive`) instead of this package's. ``channels_last`` and
+    ``compile`` are GPU speed switches for training (NHWC convolutions, ``torch.compile``); they
+    change results only at rounding level.
     """
 
     method: Method = "dia"
@@ -202,6 +204,8 @@ class ContrastiveConfig(_Config):
     eval_every_epochs: int = 10
     checkpoint_every_steps: int = 200
     precision: Precision = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,6 +41,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    p.add_argument("--channels-last", action="store_true", help="contrastive.channels_last")
+    p.add_argument("--compile", action="store_true", help="contrastive.compile (warm-up compiles)")
     return p.parse_args()
 
 
@@ -85,6 +87,8 @@ def setups(
         image_size=args.image_size,
         arch=args.arch,
         precision=precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
     )
     return {
         "csi": (ContrastiveConfig(method="csi", **base), None),
@@ -107,7 +111,7 @@ def main() -> None:
     print(
         f"device={args.device} threads={args.threads} batch={args.batch_size} "
         f"image={args.image_size} width={args.width} unet_dim={args.unet_dim} "
-        f"mults={args.unet_mults}"
+        f"mults={args.unet_mults} channels_last={args.channels_last} compile={args.compile}"
     )
     first = args.precision[0]
     results: dict[tuple[str, str], float] = {}

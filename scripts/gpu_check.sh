@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, at most about 8 minutes on one GPU: environment, the CUDA tests, step times in
-# fp32 and bf16, the runtime estimate of the paper DAG, and a PneumoniaMNIST CSI + DIA slice at
-# a reduced budget in both precisions. Everything goes to one folder (default
-# results/gpu_check/), summary.txt first; README "Time and disk" is filled from it.
+# fp32 and bf16 (and bf16 channels-last), the runtime estimate of the paper DAG, and a
+# PneumoniaMNIST CSI + DIA slice at a reduced budget in both precisions. Everything goes to one
+# folder (default results/gpu_check/), summary.txt first; README "Time and disk" is filled from it.
 #
 #   bash scripts/gpu_check.sh [OUT]
 #   PNEUMONIAMNIST_NPZ=path/to/pneumoniamnist.npz bash scripts/gpu_check.sh   # no download
@@ -47,6 +47,7 @@ cat "$OUT/environment.txt" >>"$SUMMARY"
 
 part cuda_tests 120 "$PY" -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider
 part step_times 90 "$PY" scripts/bench_step.py --precision fp32 bf16 --steps 10
+part step_times_nhwc 60 "$PY" scripts/bench_step.py --precision bf16 --channels-last --steps 10
 part estimate 120 "$PY" scripts/estimate_runtime.py --device cuda --reps 1
 "$PY" scripts/gpu_slice_config.py "$OUT" >>"$SUMMARY" 2>&1
 for precision in fp32 bf16; do
@@ -57,6 +58,7 @@ for precision in fp32 bf16; do
         --resources gpu=1 --rerun-incomplete results/tables/table1_main.csv
 done
 "$PY" scripts/gpu_slice_config.py --report "$OUT" >>"$SUMMARY" 2>&1
-grep -E "ms/step|^total" "$OUT/step_times.txt" "$OUT/estimate.txt" >>"$SUMMARY"
+grep -E "ms/step|^total" "$OUT/step_times.txt" "$OUT/step_times_nhwc.txt" "$OUT/estimate.txt" \
+    >>"$SUMMARY"
 echo "gpu_check: summary in $SUMMARY"
 cat "$SUMMARY"

@@ -185,6 +185,34 @@ def test_trainer_steps_are_deterministic(method: str, train_images: torch.Tensor
     assert losses_c[1]["loss"] != losses_a[1]["loss"]
 
 
+@pytest.mark.parametrize(
+    "switch",
+    [
+        pytest.param({"channels_last": True}, id="channels_last"),
+        # torch.compile builds its kernels with the C++ compiler: about a minute on a small CPU
+        pytest.param({"compile": True}, id="compile", marks=pytest.mark.slow),
+    ],
+)
+def test_speed_switches_train_like_the_eager_contiguous_step(
+    switch: dict[str, bool], train_images: torch.Tensor
+) -> None:
+    """Two steps each: the same losses and weights up to rounding, and a checkpoint without the
+    compiled wrapper's names."""
+    runs = []
+    for changes in ({}, switch):
+        cfg = tiny_cfg("dia", **changes)
+        trainer = Trainer(cfg, train_images, dissolve=fake_dissolve, seed=0)
+        steps = [torch.tensor([0, 1, 2, 3]), torch.tensor([6, 4, 5, 7])]
+        losses = read_losses([trainer.step(index) for index in steps])
+        runs.append((losses, weights(trainer)))
+    (eager_losses, eager), (fast_losses, fast) = runs
+    for a, b in zip(eager_losses, fast_losses, strict=True):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    assert eager.keys() == fast.keys()
+    for key in eager:
+        torch.testing.assert_close(fast[key], eager[key], rtol=1e-2, atol=1e-3)
+
+
 def test_trainer_step_changes_weights(train_images: torch.Tensor) -> None:
     trainer = make_trainer("csi", train_images)
     before = weights(trainer)

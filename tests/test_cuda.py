@@ -113,3 +113,7 @@ def test_a_cache_on_the_gpu_looks_up_what_the_host_one_does(tmp_path) -> None:
     assert gpu.dissolved.device.type == "cuda"
     index, t = torch.tensor([7, 0, 3]), torch.tensor([50, 30, 40])
     torch.testing.assert_close(gpu.lookup(index, t).cpu(), host.lookup(index, t), atol=0, rtol=0)
+    # a cache left in host memory (too big for the GPU) reaches the GPU through pinned memory
+    staged = host.lookup(index, t, DEVICE)
+    assert staged.device.type == "cuda" and host.dissolved.device.type == "cpu"
+    torch.testing.assert_close(staged.cpu(), host.lookup(index, t), atol=0, rtol=0)

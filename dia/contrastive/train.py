@@ -70,6 +70,12 @@ class Trainer:
         self.dissolve_all = dissolve_all
         torch.manual_seed(seed)
         self.model = build_model(cfg).to(device)
+        self.memory_format = torch.contiguous_format
+        if cfg.channels_last:
+            self.memory_format = torch.channels_last
+            self.model.to(memory_format=self.memory_format)
+        # the compiled wrapper shares the model's parameters; checkpoints save the model itself
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = lars(self.model.parameters(), cfg)
         self.augment = SimCLRAugment(
             image_size=cfg.image_size,
@@ -108,9 +114,9 @@ class Trainer:
             aug_rng=self.aug_rng,
             dissolve_all=self.dissolve_all,
         )
-        augmented = self.augment(views, self.aug_rng)
+        augmented = self.augment(views, self.aug_rng).contiguous(memory_format=self.memory_format)
         with autocast(self.device, self.cfg.precision):
-            out = self.model(augmented)
+            out = self.forward(augmented)
         loss_con = contrastive_loss(
             out.projection.float(),
             n_branches=self.n_branches,

@@ -38,7 +38,7 @@ class CachedDissolve:
     def __call__(self, index: torch.Tensor, x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         per_image = self.cfg.t_sampling == "per_image"
         t = _draw_t(self.cache.t_grid, len(index), per_image, rng)
-        small = self.cache.lookup(index, t).to(x.device)
+        small = self.cache.lookup(index, t, x.device)
         return fit_back(small, self.image_size, self.cfg.fit)
 
 

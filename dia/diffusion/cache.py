@@ -92,16 +92,26 @@ class DissolveCache:
 
     def on(self, device: str | torch.device) -> DissolveCache:
         """This cache with its images on a GPU ``device`` when they fit
-        (:func:`dia.device.fits_on`): a lookup then gathers there, with no copy per step."""
+        (:func:`dia.device.fits_on`): a lookup then gathers there, with no copy per step. A
+        cache that does not fit stays in host memory, and each lookup for the GPU stages its rows
+        in pinned memory (:meth:`lookup`)."""
         if not fits_on(device, self.dissolved.nbytes):
             return self
         return dataclasses.replace(self, dissolved=self.dissolved.to(device))
 
-    def lookup(self, index: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Dissolved images (model resolution, float32) of images ``index`` at grid steps ``t``;
-        a float16 cache stays float16 in memory and only the rows looked up are widened."""
+    def lookup(
+        self, index: torch.Tensor, t: torch.Tensor, device: str | torch.device | None = None
+    ) -> torch.Tensor:
+        """Dissolved images (model resolution, float32) of images ``index`` at grid steps ``t``,
+        on ``device`` (None: where the cache is). A float16 cache stays float16 in memory and
+        only the rows looked up are widened, on the device they go to; rows gathered on the host
+        for a GPU go through pinned memory, so the copy runs without stalling the host."""
         pos = torch.searchsorted(self.t_grid, t).clamp(max=len(self.t_grid) - 1)
         if not bool((self.t_grid[pos] == t).all()):
             raise ValueError("t values must lie on the cache grid")
         where = self.dissolved.device
-        return self.dissolved[index.to(where), pos.to(where)].float()
+        rows = self.dissolved[index.to(where), pos.to(where)]
+        target = where if device is None else torch.device(device)
+        if target.type == "cuda" and where.type == "cpu":
+            rows = rows.pin_memory().to(target, non_blocking=True)
+        return rows.to(target).float()

@@ -70,6 +70,8 @@ FIXED = (
     ("contrastive", "drop_last", False),
     ("contrastive", "dissolve_source", "online"),
     ("contrastive", "precision", "fp32"),
+    ("contrastive", "channels_last", False),
+    ("contrastive", "compile", False),
     ("dissolve", "kind", "diffusion"),
     ("dissolve", "input_scaling", "unit"),
     ("dissolve", "weights", "online"),
