@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import sys
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,23 +27,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from dia.errors import one_line
+from dia.errors import DiaError, one_line
 from dia.io import read_json, write_json
 
 # Bumped whenever the layout of a state file changes, so that older state is never resumed.
 STATE_FORMAT = 2
 FINGERPRINT = "fingerprint.json"
 _SHOWN_DIFFERENCES = 3
+# What reading a truncated, corrupt or code-carrying state file raises (torch's zip reader raises
+# RuntimeError); an OSError or MemoryError is the machine's, not the file's, and fails the job
+# instead of costing its training.
+_UNREADABLE = (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, TypeError)
 
 
-def file_stamp(path: str | os.PathLike[str] | None) -> str:
+def file_stamp(path: str | os.PathLike[str] | None, *, marker: str | None = None) -> str:
     """An input file's identity for a fingerprint: size and modification time, the same test
     Snakemake's own rerun trigger applies (a rebuilt input always has a new one); reading a
-    multi-gigabyte cache through a hash at every job start would cost more than it protects."""
+    multi-gigabyte cache through a hash at every job start would cost more than it protects.
+    A folder input is stamped by its ``marker`` file, written last: the folder's own time moves
+    whenever an entry in it changes."""
     if path is None:
         return ""
-    stat = Path(path).stat()
-    return f"{Path(path).name}:{stat.st_size}:{stat.st_mtime_ns}"
+    path = Path(path)
+    stat = (path / marker if marker else path).stat()
+    return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -85,7 +94,13 @@ def claim_state_dir(state_dir: Path, fingerprint: Mapping[str, Any]) -> None:
         _note(f"discarding the resumable state in {state_dir}: {reason}; training from the start")
         # the fingerprint goes first: a kill mid-way leaves state without one, discarded again
         record.unlink(missing_ok=True)
-        shutil.rmtree(state_dir, ignore_errors=True)
+        try:
+            shutil.rmtree(state_dir)
+        except OSError as exc:
+            raise DiaError(
+                f"cannot remove the stale state in {state_dir} ({exc}); remove it by hand, then "
+                f"re-run"
+            ) from exc
     write_json(record, wanted)
 
 
@@ -101,7 +116,7 @@ def load_state(path: Path) -> dict[str, Any] | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
             raise TypeError(f"holds a {type(state).__name__}, not a state dictionary")
-    except Exception as exc:
+    except _UNREADABLE as exc:
         _note(f"discarding unreadable state file {path} ({one_line(exc)}); training from the start")
         path.unlink(missing_ok=True)
         return None

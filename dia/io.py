@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import struct
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from dia.errors import DiaError, out_of_space
 _CHUNK = 1 << 20
 _ZIP_LOCAL_HEADER = 30  # bytes before a zip member's name and extra field
 TEMP_SUFFIX = ".dia-tmp"  # the temporary files of atomic writes, and only those, end so
+STALE_AFTER = 3600.0  # seconds without a write after which such a file is a killed writer's
 
 
 @contextlib.contextmanager
@@ -46,7 +48,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     except Exception as exc:
         if not isinstance(exc, DiaError) and _disk_full(exc, dest.parent):
             written = tmp_path.stat().st_size if tmp_path.exists() else 0
-            free = shutil.disk_usage(dest.parent).free
+            free = _free_bytes(dest.parent)
             raise DiaError(
                 f"no space left on the device writing {dest}: it needs more than the {written} "
                 f"bytes written before it failed, {free} bytes are free there; free some space "
@@ -58,21 +60,48 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def _disk_full(exc: Exception, directory: Path) -> bool:
-    """A failed write on a full file system: the error says so, or (torch's writer reports only
-    "file write failed") the file system has less than a mebibyte left."""
-    return out_of_space(exc) is not None or shutil.disk_usage(directory).free < _CHUNK
+    """A failed write on a full file system: the error says so, or a write error without an
+    errno (torch's writer reports only "file write failed") with less than a mebibyte left."""
+    if out_of_space(exc) is not None:
+        return True
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    try:
+        return shutil.disk_usage(directory).free < _CHUNK
+    except OSError:
+        return False
 
 
-def sweep_temps(root: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary files that killed atomic writes left under ``root``; return them.
+def _free_bytes(directory: Path) -> int | str:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return "an unknown number of"
 
-    Only safe while no job writes under ``root``: the workflow calls it once before its jobs
-    start, holding its lock on the working directory.
+
+def sweep_temps(
+    root: str | os.PathLike[str], *, older_than: float = STALE_AFTER, skip_marked: str = ""
+) -> list[Path]:
+    """Remove the temporary files of atomic writes under ``root`` that nothing has written to for
+    ``older_than`` seconds, i.e. a killed writer's; return them.
+
+    A live write keeps its file fresh, so the jobs of another Snakemake instance in the same
+    folder (disjoint targets, or ``--nolock``) keep theirs. Folders holding a file named
+    ``skip_marked`` (extracted archives: thousands of images, none of them ours) are not walked.
     """
-    root = Path(root)
-    stale = [p for p in root.rglob(f".*{TEMP_SUFFIX}") if p.is_file()] if root.is_dir() else []
-    for path in stale:
-        path.unlink(missing_ok=True)
+    deadline = time.time() - older_than
+    stale = []
+    for folder, dirs, files in os.walk(root):
+        if skip_marked and skip_marked in files:
+            dirs.clear()
+            continue
+        for name in files:
+            path = Path(folder) / name
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < deadline:
+                        path.unlink()
+                        stale.append(path)
     return stale
 
 

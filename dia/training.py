@@ -148,8 +148,11 @@ def _resume(path: Path, task: EpochTask) -> TrainState:
 def read_losses(pending: list[Losses]) -> list[dict[str, float]]:
     """The losses of ``pending`` steps as floats, in one transfer from the device."""
     keys = list(pending[0])
+    # a task may mix plain floats with device tensors: everything meets on the tensors' device
+    device = next((v.device for v in pending[0].values() if isinstance(v, torch.Tensor)), None)
     rows = [
-        torch.stack([torch.as_tensor(step[k]).detach().float() for k in keys]) for step in pending
+        torch.stack([torch.as_tensor(step[k], device=device).detach().float() for k in keys])
+        for step in pending
     ]
     return [dict(zip(keys, row, strict=True)) for row in torch.stack(rows).cpu().tolist()]
 

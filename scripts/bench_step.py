@@ -126,9 +126,10 @@ def official_step(
     args: argparse.Namespace, cfg: ContrastiveConfig, dissolve_cfg: DissolveConfig, unet: Path
 ) -> float:
     """Seconds per step of the official training loop (``impl: official``; DIA dissolves online,
-    the only way it can), from one epoch of ``args.steps`` batches after a first one."""
+    the only way it can): its second epoch of ``args.steps`` batches over their number, the first
+    epoch being the warm-up (as ours are timed after a warm-up step)."""
     cfg = cfg.replace(
-        impl="official", epochs=1, max_batches_per_epoch=args.steps + 2, dissolve_source="online"
+        impl="official", epochs=2, max_batches_per_epoch=args.steps + 1, dissolve_source="online"
     )
     run = OfficialRun(
         args.official,
@@ -143,17 +144,21 @@ def official_step(
     images = ImageBatches(rng.integers(0, 256, (n, args.image_size, args.image_size, 3), np.uint8))
     with tempfile.TemporaryDirectory() as tmp:
         _, state = train_official(run, images, seed=0, state_dir=Path(tmp), evaluate=None)
-    return state.log[0]["seconds"] / state.step
+    return state.log[1]["seconds"] / (state.log[1]["step"] - state.log[0]["step"])
 
 
 def network_floor(args: argparse.Namespace, cfg: ContrastiveConfig) -> float:
     """Seconds of the ResNet's forward and backward pass alone on DIA's views (3 branches of
-    K shifts) over those on CSI's (2 branches): the ratio a DIA step cannot beat."""
+    K shifts) over those on CSI's (2 branches): the ratio a DIA step cannot beat (eager; in
+    channels-last with ``--channels-last``)."""
     model = build_model(cfg).to(args.device)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     seconds = []
     for branches in (2, 3):
         n = branches * NUM_SHIFTS * args.batch_size
         x = torch.rand(n, 3, args.image_size, args.image_size, device=args.device)
+        x = x.contiguous(memory_format=memory_format)
 
         def step(x: torch.Tensor = x) -> None:
             with autocast(args.device, cfg.precision):

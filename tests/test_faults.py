@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,8 @@ import torch
 import yaml
 
 from dia import training
-from dia.checkpoint import FINGERPRINT, load_state
+from dia.checkpoint import FINGERPRINT, claim_state_dir, load_state
+from dia.data.archive import MARKER
 from dia.diffusion.dissolve import Dissolver
 from dia.errors import DiaError
 from dia.io import TEMP_SUFFIX, atomic_path, sweep_temps
@@ -201,6 +203,39 @@ def test_a_truncated_or_crafted_state_file_is_discarded_without_running_it(
     assert not marker.exists()
 
 
+def test_a_read_error_of_the_machine_fails_the_job_and_keeps_the_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO on a cluster file system says nothing about the file: it is not discarded."""
+    state = tmp_path / "last.pt"
+    torch.save({"step": 3}, state)
+
+    def flaky(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(torch, "load", flaky)
+    with pytest.raises(OSError):
+        load_state(state)
+    assert state.exists()
+
+
+def test_stale_state_that_cannot_be_removed_is_a_named_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never record the new fingerprint over old state that is still there."""
+    state_dir = tmp_path / "state"
+    claim_state_dir(state_dir, {"config": {"lr": 0.1}})
+    (state_dir / "last.pt").write_bytes(b"old")
+
+    def refuse(path: Path) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", refuse)
+    with pytest.raises(DiaError, match=f"cannot remove the stale state in {state_dir}"):
+        claim_state_dir(state_dir, {"config": {"lr": 0.05}})
+    assert not (state_dir / FINGERPRINT).exists()
+
+
 def test_a_run_resumes_cleanly_after_its_state_file_was_truncated(
     prepared: Path, tmp_path: Path
 ) -> None:
@@ -352,13 +387,25 @@ def test_a_writer_killed_mid_write_leaves_a_temp_that_the_next_write_removes(
         tmp.write_text("whole")
     assert sorted(p.name for p in dest.parent.iterdir()) == ["manifest.csv"]
 
-    other = tmp_path / "results" / "deep" / f".cache.npz.0a1b2c3d{TEMP_SUFFIX}"
-    other.parent.mkdir()
-    other.write_text("half")
-    mine = tmp_path / "results" / "deep" / ".my-notes.tmp"
+    deep = tmp_path / "results" / "deep"
+    extracted = tmp_path / "results" / "raw" / "files"
+    for folder in (deep, extracted):
+        folder.mkdir(parents=True)
+    (extracted / MARKER).write_text("archive stamp")
+    killed, live, kept = (
+        deep / f".cache.npz.0a1b2c3d{TEMP_SUFFIX}",
+        deep / f".last.pt.4e5f6a7b{TEMP_SUFFIX}",
+        extracted / f".image.png.00000000{TEMP_SUFFIX}",
+    )
+    for path in (killed, live, kept):
+        path.write_text("half")
+    hours_ago = time.time() - 7200
+    for path in (killed, kept):
+        os.utime(path, (hours_ago, hours_ago))
+    mine = deep / ".my-notes.tmp"
     mine.write_text("not ours")
-    assert sweep_temps(tmp_path / "results") == [other]
-    assert mine.exists() and not other.exists()
+    assert sweep_temps(tmp_path / "results", skip_marked=MARKER) == [killed]
+    assert mine.exists() and live.exists() and kept.exists() and not killed.exists()
 
 
 def test_results_are_written_with_the_users_umask(tmp_path: Path) -> None:

@@ -67,8 +67,9 @@ def download(
 
 
 def _transient(exc: Exception) -> bool:
-    """Whether trying again may succeed: anything but an HTTP error the client caused (4xx)."""
-    return not (isinstance(exc, HTTPError) and 400 <= exc.code < 500)
+    """Whether trying again may succeed: anything but an HTTP error the client caused (4xx),
+    except a timeout (408) or a rate limit (429)."""
+    return not (isinstance(exc, HTTPError) and 400 <= exc.code < 500 and exc.code not in (408, 429))
 
 
 def _verified(path: Path, md5: str | None, size: int | None) -> bool:

@@ -22,6 +22,7 @@ import torch
 from dia.checkpoint import claim_state_dir, file_stamp
 from dia.data.prepare import PreparedData, load_prepared
 from dia.data.splits import EVAL_SPLITS
+from dia.data.views import INDEX as VIEWS_INDEX
 from dia.errors import DiaError, one_line
 from dia.evaluation.selection import OFFICIAL_RULES, select_all
 from dia.io import atomic_path, read_json, write_json
@@ -132,7 +133,8 @@ def _fingerprint(
         "seed": seed,
         "inputs": {
             "manifest_sha256": data.manifest_sha256,
-            **{name: file_stamp(path) for name, path in inputs.items()},
+            **{name: file_stamp(path) for name, path in inputs.items() if name != "views"},
+            "views": file_stamp(inputs["views"], marker=VIEWS_INDEX),
         },
     }
 

@@ -215,14 +215,13 @@ def check_credentials(jobs):
 
 
 def sweep_leftovers():
-    """Remove the temporary files of writes that a kill interrupted (`dia.io.sweep_temps`).
-
-    Runs before any job starts, under the working directory's lock, so no job is writing.
-    """
+    """Remove the temporary files of writes that a kill interrupted (`dia.io.sweep_temps`),
+    before any job starts; extracted archives are not walked."""
+    from dia.data.archive import MARKER
     from dia.io import sweep_temps
 
     for root in ("results", "resources"):
-        stale = sweep_temps(root)
+        stale = sweep_temps(root, skip_marked=MARKER)
         if stale:
             print(f"removed {len(stale)} temporary files of interrupted writes under {root}/")
 

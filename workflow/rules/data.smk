@@ -8,6 +8,8 @@ rule download_npz:
         "benchmarks/download/{dataset}.tsv"
     wildcard_constraints:
         dataset=one_of(NPZ_DATASETS),
+    # a download retries a dropped connection itself; what fails here a retry repeats
+    retries: 0
     conda:
         "../../envs/dia.yaml"
     threads: 1
@@ -30,6 +32,8 @@ rule download_files:
         "benchmarks/download/{dataset}.tsv"
     wildcard_constraints:
         dataset=one_of(FILE_DATASETS),
+    # a download retries a dropped connection itself; what fails here a retry repeats
+    retries: 0
     conda:
         "../../envs/dia.yaml"
     threads: 1
