@@ -171,8 +171,8 @@ class ContrastiveConfig(_Config):
     official colour jitter by default and SimCLR's (torchvision's) with 0.1 and ``hexcone``.
     ``impl: official`` trains and scores with the official repository's code
     (:mod:`dia.official.contrastive`) instead of this package's. ``channels_last`` and
-    ``compile`` are GPU speed switches for training (NHWC convolutions, ``torch.compile``); they
-    change results only at rounding level.
+    ``compile`` are GPU speed switches for training (NHWC convolutions, ``torch.compile``): a step
+    agrees with the default one up to rounding, so runs are not bit-identical with and without.
     """
 
     method: Method = "dia"
