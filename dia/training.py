@@ -157,15 +157,30 @@ def read_losses(pending: list[Losses]) -> list[dict[str, float]]:
     return [dict(zip(keys, row, strict=True)) for row in torch.stack(rows).cpu().tolist()]
 
 
+def read_finite(
+    pending: list[Losses], *, first: int, name: str, knob: str, at: Callable[[int], str]
+) -> list[dict[str, float]]:
+    """The losses of the steps after step ``first`` (:func:`read_losses`); the first non-finite
+    one stops training, named by ``at(step)``."""
+    rows = read_losses(pending)
+    for step, losses in enumerate(rows, start=first + 1):
+        check_finite(losses, name=name, where=at(step), knob=knob)
+    return rows
+
+
 def _take(pending: list[Losses], state: TrainState, task: EpochTask, bar: Any, name: str) -> None:
     """Read the steps since the last read: stop at a non-finite loss, else add them up."""
-    first = state.step - len(pending)
-    for offset, losses in enumerate(read_losses(pending), start=1):
-        where = f"epoch {state.epoch + 1}, step {first + offset}"
-        check_finite(losses, name=name, where=where, knob=task.lr_key)
+    rows = read_finite(
+        pending,
+        first=state.step - len(pending),
+        name=name,
+        knob=task.lr_key,
+        at=lambda step: f"epoch {state.epoch + 1}, step {step}",
+    )
+    for losses in rows:
         for key, value in losses.items():
             state.running[key] = state.running.get(key, 0.0) + value
-    bar.set_postfix(epoch=state.epoch + 1, loss=f"{losses['loss']:.4f}", lr=f"{task.lr():.3g}")
+    bar.set_postfix(epoch=state.epoch + 1, loss=f"{rows[-1]['loss']:.4f}", lr=f"{task.lr():.3g}")
 
 
 def _close_epoch(state: TrainState, task: EpochTask, batches: int, seconds: float) -> None:

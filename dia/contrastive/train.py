@@ -52,6 +52,8 @@ def batches_per_epoch(cfg: ContrastiveConfig, n_images: int) -> int:
 class Trainer:
     """Holds model, optimiser, augmentation and RNGs so a step can run alone (benchmarks)."""
 
+    lr_key = "contrastive.lr"  # what a non-finite loss tells the user to lower
+
     def __init__(
         self,
         cfg: ContrastiveConfig,
@@ -86,7 +88,6 @@ class Trainer:
             hue_from=cfg.jitter_hue_from,
         )
         self.rng = torch.Generator().manual_seed(seed)
-        self.lr_key = "contrastive.lr"
         self.aug_rng = torch.Generator(device).manual_seed(seed + 1)
         self.n_branches = 3 if cfg.method == "dia" else 2
         self.pass_batches = loader_batches(cfg, len(images))

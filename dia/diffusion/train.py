@@ -24,7 +24,7 @@ from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.io import atomic_path
 from dia.precision import autocast
 from dia.progress import library_bars, progress
-from dia.training import READ_EVERY, Losses, check_finite, read_losses
+from dia.training import READ_EVERY, Losses, read_finite
 
 
 class _Run:
@@ -115,6 +115,11 @@ def train_diffusion(
         run.restore(saved)
     losses: list[float] = []
     pending: list[Losses] = []
+    finite = {
+        "name": "train_diffusion",
+        "knob": "diffusion.lr",
+        "at": lambda step: f"step {step} of {cfg.steps}",
+    }
     started, first_step = time.perf_counter(), run.step
     with progress(cfg.steps, "diffusion", initial=run.step) as bar:
         while run.step < cfg.steps:
@@ -122,7 +127,8 @@ def train_diffusion(
             bar.update(1)
             save = run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps
             if save or run.step == cfg.steps or len(pending) == READ_EVERY:
-                losses += _checked(pending, run.step - len(pending), cfg.steps)
+                rows = read_finite(pending, first=run.step - len(pending), **finite)
+                losses += [row["loss"] for row in rows]
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 pending = []
             if save:
@@ -135,16 +141,6 @@ def train_diffusion(
         "final_loss": sum(tail) / len(tail),
         "steps_per_second": (run.step - first_step) / elapsed if elapsed > 0 else float("nan"),
     }
-
-
-def _checked(pending: list[Losses], first: int, steps: int) -> list[float]:
-    """The losses of the steps after step ``first``, read from the device; a non-finite one
-    stops training."""
-    losses = [row["loss"] for row in read_losses(pending)]
-    for step, loss in enumerate(losses, start=first + 1):
-        where = f"step {step} of {steps}"
-        check_finite({"loss": loss}, name="train_diffusion", where=where, knob="diffusion.lr")
-    return losses
 
 
 def _write_samples(model: torch.nn.Module, n: int, path: Path) -> None:

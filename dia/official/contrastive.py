@@ -316,7 +316,8 @@ def train_official(
     per_epoch = batches_per_epoch(cfg, len(normals))
     # The official loop steps its scheduler with an explicit epoch, which torch deprecates.
     warnings.filterwarnings("ignore", "The epoch parameter in `scheduler.step", UserWarning)
-    bar = progress(cfg.epochs * per_epoch, f"{cfg.method} (official)", initial=state.step)
+    name = f"{cfg.method} (official)"
+    bar = progress(cfg.epochs * per_epoch, name, initial=state.step)
     loader = _Counted(_loader(normals, cfg.batch_size, shuffle=True), bar)
     while state.epoch < cfg.epochs:
         logger = _Logger()
@@ -326,7 +327,7 @@ def train_official(
         step(opts, state.epoch + 1, model, criterion, optimizer, scheduler, loader, logger=logger)
         state.epoch += 1
         state.step += per_epoch
-        _log_epoch(state, logger.scalars, optimizer, time.perf_counter() - started, bar.desc)
+        _log_epoch(state, logger.scalars, optimizer, time.perf_counter() - started, name)
         bar.n = state.step  # the official loop may draw one batch more than it trains on
         bar.set_postfix(epoch=state.epoch, loss=f"{state.log[-1]['loss']:.3f}")
         if evaluate and evaluated(state.epoch):
