@@ -110,23 +110,33 @@ def test_value_jitter_scales_each_image() -> None:
     assert ((factor >= 0.6) & (factor <= 1.4)).all() and factor.std() > 0.01
 
 
+def half_pixel_slice(x: torch.Tensor, top2: int, left2: int, box: int) -> torch.Tensor:
+    """x[top:top+box, left:left+box] at a corner given in half pixels; a half-pixel corner
+    samples midway between two pixels, the mean of the two neighbouring slices."""
+    rows = {top2 // 2, (top2 + 1) // 2}
+    cols = {left2 // 2, (left2 + 1) // 2}
+    return torch.stack([x[:, r : r + box, c : c + box] for r in rows for c in cols]).mean(0)
+
+
 @pytest.mark.parametrize(("size", "scale", "box"), [(8, 0.25, 4), (28, 0.54, 21)])
-def test_fixed_area_crop_is_a_pixel_aligned_slice(size: int, scale: float, box: int) -> None:
-    # Output size == box size: the affine zoom must reproduce a slice x[top:top+box, left:left+box].
-    x = images(n=8, size=size)
+def test_fixed_area_crop_is_a_slice_at_half_pixel_steps(size: int, scale: float, box: int) -> None:
+    # Output size == box size: the affine zoom reproduces a slice of the image whose corner lies
+    # on a half-pixel grid, the official layer's law.
+    x = images(n=16, size=size)
     aug = SimCLRAugment(image_size=box, crop_scale=(scale, scale), crop_ratio=(1, 1), **NO_COLOUR)
     out = aug(x, gen())
+    positions = 2 * (size - box) + 1
     offsets = set()
     for i in range(len(x)):
         matches = [
-            (top, left)
-            for top in range(size - box + 1)
-            for left in range(size - box + 1)
-            if torch.allclose(out[i], x[i, :, top : top + box, left : left + box], atol=1e-5)
+            (top2, left2)
+            for top2 in range(positions)
+            for left2 in range(positions)
+            if torch.allclose(out[i], half_pixel_slice(x[i], top2, left2, box), atol=1e-5)
         ]
         assert len(matches) == 1, f"image {i}: {matches}"
         offsets.add(matches[0])
-    assert len(offsets) > 1
+    assert {t % 2 for t, _ in offsets} == {0, 1} and {c % 2 for _, c in offsets} == {0, 1}
 
 
 def test_random_hflip_flips_about_half_exactly() -> None:

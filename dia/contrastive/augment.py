@@ -96,9 +96,10 @@ class SimCLRAugment(nn.Module):
     :func:`rgb_to_hsv`; the official layer uses ``atan2``). As in the official layer, one coin
     flip per call decides whether contrast or the HSV step comes first, for the whole batch. The
     crop keeps a box of area fraction ~ U(crop_scale) and log-uniform aspect ratio in
-    ``crop_ratio`` at an integer pixel offset (first valid box of 10 trials, else the full image),
-    zoomed by bilinear ``grid_sample`` straight to ``image_size`` x ``image_size``. A fixed area
-    such as (0.54, 0.54) gives the evaluation-time crop.
+    ``crop_ratio`` (first valid box of 10 trials, else the full image), its corner uniform over
+    half-pixel steps as the official layer draws it (torchvision: whole pixels, which spreads the
+    centres a little wider), zoomed by bilinear ``grid_sample`` straight to ``image_size`` x
+    ``image_size``. A fixed area such as (0.54, 0.54) gives the evaluation-time crop.
     """
 
     def __init__(
@@ -162,15 +163,16 @@ class SimCLRAugment(nn.Module):
     def _crop_boxes(
         self, n: int, height: int, width: int, generator: torch.Generator, device: torch.device
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Box (top, left, box_h, box_w) in pixels per image, as in torchvision's sampler."""
+        """Box (top, left, box_h, box_w) in pixels per image: whole-pixel sides as torchvision
+        draws them, the corner in half-pixel steps (2 (side - box) + 1 positions per axis)."""
         u = _rand((n, _CROP_TRIALS, 4), generator, device).unbind(-1)
         area = height * width * _spread(u[0], *self.crop_scale)
         log_ratio = _spread(u[1], math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]))
         box_w = torch.sqrt(area * torch.exp(log_ratio)).round()
         box_h = torch.sqrt(area * torch.exp(-log_ratio)).round()
         valid = (box_w >= 1) & (box_w <= width) & (box_h >= 1) & (box_h <= height)
-        top = torch.floor(u[2] * (height - box_h + 1))
-        left = torch.floor(u[3] * (width - box_w + 1))
+        top = torch.floor(u[2] * (2 * (height - box_h) + 1)) / 2
+        left = torch.floor(u[3] * (2 * (width - box_w) + 1)) / 2
         first = valid.int().argmax(1, keepdim=True)
         found = valid.any(1)
 

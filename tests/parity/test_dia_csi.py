@@ -7,6 +7,7 @@ code"); without it every test here skips.
 
 from __future__ import annotations
 
+import re
 import types
 from pathlib import Path
 
@@ -20,12 +21,15 @@ from dia.config import DiffusionConfig, DissolveConfig
 from dia.contrastive.augment import SimCLRAugment, _adjust_contrast, _adjust_hsv
 from dia.contrastive.loss import contrastive_loss
 from dia.contrastive.optim import warmup_cosine_lr
+from dia.contrastive.resnet import ResNet18
 from dia.contrastive.shifts import NUM_SHIFTS, SHIFTS
 from dia.contrastive.views import make_views
 from dia.diffusion.dissolve import Dissolver
 from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.evaluation.metrics import auroc
 from dia.evaluation.score import ShiftFeatures, fit_statistics, normality_scores
+from dia.official.contrastive import ARCHS
+from tests.parity.conftest import randomise_batch_norms
 
 K = NUM_SHIFTS
 
@@ -337,3 +341,82 @@ def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
                 torch.allclose(view, rotate(d, k), atol=1e-5)
                 for d in (dissolved[i], dissolved[i].flip(-1))
             ), (k, i)
+
+
+def official_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The official ResNet-18's weights under our names. Its ``linear`` (the linear-evaluation
+    head, trained on detached features) and ``joint_distribution_layer`` feed no loss and no
+    score, and ours has neither."""
+    renames = [
+        (r"^conv1\.", "stem.0."),
+        (r"^bn1\.", "stem.1."),
+        (r"^layer(\d)\.", lambda m: f"stages.{int(m[1]) - 1}."),
+        (r"\.downsample\.", ".shortcut."),
+        (r"^simclr_layer\.", "projection."),
+        (r"^shift_cls_layer\.", "shift_head."),
+    ]
+    ours = {}
+    for key, value in state.items():
+        if key.startswith(("linear.", "joint_distribution_layer.")):
+            continue
+        for pattern, name in renames:
+            key = re.sub(pattern, name, key)
+        ours[key] = value
+    return ours
+
+
+@pytest.mark.parametrize(("arch", "size"), [("resnet18_cifar", 28), ("resnet18_imagenet", 64)])
+def test_resnet18_and_heads_equal_the_official_network(dia_official, arch: str, size: int) -> None:
+    """models.classifier's network with K = 4 shift logits, its weights loaded into ours: the
+    same penultimate features, SimCLR projections and shift logits in eval mode (the score) and
+    in train mode (batch statistics, as in training), to 1e-5."""
+    classifier = dia_official("models.classifier")["models.classifier"]
+    torch.manual_seed(0)
+    official = classifier.get_shift_classifer(classifier.get_classifier(ARCHS[arch], 2), K)
+    randomise_batch_norms(official)
+    ours = ResNet18(arch=arch)
+    ours.load_state_dict(official_to_ours(official.state_dict()))
+    x = torch.rand(6, 3, size, size, generator=torch.Generator().manual_seed(4))
+    for train in (False, True):
+        official.train(train)
+        ours.train(train)
+        with torch.no_grad():
+            _, ref = official(x, penultimate=True, simclr=True, shift=True)
+            out = ours(x)
+        for name, value in zip(("penultimate", "simclr", "shift"), out, strict=True):
+            torch.testing.assert_close(value, ref[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_crop_boxes_follow_the_official_law(dia_official) -> None:
+    """RandomResizedCropLayer draws boxes from the global NumPy RNG (the first valid ones of
+    N x 10 trials), ours from a generator (the first valid of each image's 10 trials): over
+    20,000 boxes each, box sides and centres have the same deciles (to one pixel: the sides are
+    whole pixels), and the centres spread alike. Both draw a corner uniformly over half-pixel
+    steps, so a centre c (in pixels from the middle) of a box n pixels short of the side has
+    E[c^2] = n (n + 1) / 12; torchvision's whole-pixel corners would give n (n + 2) / 12, about
+    10% more at the typical n."""
+    tl = dia_official("models.transform_layers")["models.transform_layers"]
+    n, side = 20_000, 28
+    np.random.seed(0)
+    official = (
+        tl.RandomResizedCropLayer(scale=(0.08, 1.0))
+        ._sample_latent(torch.zeros(n, 3, side, side))
+        .double()
+    )
+    top, left, box_h, box_w = SimCLRAugment(image_size=side)._crop_boxes(
+        n, side, side, torch.Generator().manual_seed(0), torch.device("cpu")
+    )
+    ours = torch.stack(
+        [box_w / side, box_h / side, (2 * left + box_w) / side - 1, (2 * top + box_h) / side - 1],
+        1,
+    ).double()
+    deciles = torch.linspace(0.1, 0.9, 9, dtype=torch.float64)
+    torch.testing.assert_close(
+        ours.quantile(deciles, dim=0), official.quantile(deciles, dim=0), rtol=0, atol=1.001 / side
+    )
+    for boxes in (ours, official):
+        short = side * (1 - boxes[:, :2])
+        centre = side / 2 * boxes[:, 2:]
+        moved = short > 0
+        ratio = (centre[moved] ** 2 / (short[moved] * (short[moved] + 1) / 12)).mean()
+        assert ratio.item() == pytest.approx(1.0, abs=0.03)
