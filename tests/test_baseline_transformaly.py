@@ -183,7 +183,7 @@ def test_selection_loss_is_the_eval_mode_loss_averaged_over_batches() -> None:
         batches = [images[i : i + 4] for i in (0, 4, 8)]
         expected = [float(model.training_loss(b, torch.Generator())) for b in batches]
     assert loss == pytest.approx(sum(expected) / 3, rel=1e-6)
-    assert loss != pytest.approx(float(model.training_loss(images[0:10], torch.Generator())))
+    assert loss != pytest.approx(model.training_loss(images[0:10], torch.Generator()).item())
 
 
 def test_official_evaluation_schedule_is_epochs_1_6_11_and_so_on(tmp_path) -> None:
