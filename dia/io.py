@@ -135,11 +135,13 @@ def bytes_digest(data: bytes, algorithm: str = "sha256") -> str:
 
 
 def mapped_npz_array(path: str | os.PathLike[str], name: str) -> np.ndarray:
-    """Array ``name`` of an uncompressed ``.npz`` (``np.savez``), memory-mapped read-only.
+    """Array ``name`` of an uncompressed ``.npz`` (``np.savez``), memory-mapped copy-on-write.
 
     ``np.load`` cannot map a member of a zip, so this finds the member's bytes in the file and
     maps them: indexing the result reads only the rows it selects, so a job that trains on the
-    normals never holds the test images in memory. A compressed member is loaded whole.
+    normals never holds the test images in memory. The map is private (``mode="c"``): a write
+    would stay in this process, never reach the file, and the array is writable, as
+    ``torch.from_numpy`` expects. A compressed member is loaded whole.
     """
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(f"{name}.npy")
@@ -161,4 +163,4 @@ def mapped_npz_array(path: str | os.PathLike[str], name: str) -> np.ndarray:
     if dtype.hasobject:
         raise ValueError(f"{path}: {name} holds Python objects and cannot be mapped")
     order = "F" if fortran else "C"
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape, order=order, offset=offset)
+    return np.memmap(path, dtype=dtype, mode="c", shape=shape, order=order, offset=offset)

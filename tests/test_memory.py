@@ -21,9 +21,12 @@ from tests.fakes import write_prepared
 def test_load_prepared_maps_the_images(tmp_path: Path) -> None:
     write_prepared(tmp_path / "data", n=40, n_normal_train=10, size=8)
     data = load_prepared(tmp_path / "data")
-    assert isinstance(data.images, np.memmap) and not data.images.flags.writeable
+    assert isinstance(data.images, np.memmap)
     normals = data.images[data.select("train", 0)]
     assert normals.shape == (10, 8, 8, 3) and normals.any() and not data.images[10:].any()
+    # copy-on-write: writable for torch.from_numpy, and a write never reaches the file
+    data.images[0] = 255
+    assert not (load_prepared(tmp_path / "data").images[0] == 255).all()
 
 
 def test_mapped_arrays_equal_loaded_ones_in_every_layout(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ in every artefact's meta.json.
 from __future__ import annotations
 
 import csv
-import warnings
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -246,10 +245,7 @@ def to_float_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"expected images of shape (N, H, W, 1|3), got {tuple(images.shape)}")
     if isinstance(images, np.ndarray):
-        with warnings.catch_warnings():
-            # a read-only memory map: only read here, into the new float tensor below
-            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-            images = torch.from_numpy(np.ascontiguousarray(images))
+        images = torch.from_numpy(np.ascontiguousarray(images))
     tensor = images.permute(0, 3, 1, 2).float() / 255.0
     if tensor.shape[1] == 1:
         tensor = tensor.expand(-1, 3, -1, -1)
