@@ -40,7 +40,7 @@ def _original(width: int = 300, height: int = 200) -> Image.Image:
 
 
 def _tensor(image: Image.Image) -> torch.Tensor:
-    return to_float_tensor(np.asarray(image)[None])
+    return to_float_tensor(np.array(image)[None])  # a writable copy, as decoded datasets are
 
 
 @pytest.mark.parametrize(
