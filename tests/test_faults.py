@@ -23,10 +23,12 @@ import yaml
 from dia import training
 from dia.checkpoint import FINGERPRINT, claim_state_dir, load_state
 from dia.data.archive import MARKER
+from dia.data.views import INDEX as VIEWS_INDEX
 from dia.diffusion.dissolve import Dissolver
 from dia.errors import DiaError
 from dia.io import TEMP_SUFFIX, atomic_path, sweep_temps
 from dia.sections import config_sections
+from dia.stages import runs
 from dia.stages.data import run_download, run_prepare
 from dia.stages.diffusion import run_dissolve_cache, run_train_diffusion
 from dia.stages.runs import run_score, run_train
@@ -255,6 +257,33 @@ def test_state_without_a_fingerprint_is_not_resumed(
     layers = _layers(contrastive={"method": "csi"})
     run_train(**_train_kwargs(prepared, tmp_path / "run", layers, None))
     assert "records no configuration" in capfd.readouterr().err
+
+
+def test_a_rebuilt_views_folder_is_a_new_input_and_its_other_entries_are_not(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is stamped by its index, written last: an entry written beside it (which moves
+    the folder's own time) keeps a run's state, a rewritten index discards it."""
+    views = tmp_path / "views"
+    views.mkdir()
+    (views / VIEWS_INDEX).write_text("{}")
+    stamps = []
+
+    class ClaimedError(Exception):
+        pass
+
+    def claim(state_dir: Path, fingerprint: dict[str, Any]) -> None:
+        stamps.append(fingerprint["inputs"]["views"])
+        raise ClaimedError
+
+    monkeypatch.setattr(runs, "claim_state_dir", claim)
+    kwargs = _train_kwargs(prepared, tmp_path / "run", _layers(), "kdad") | {"views": views}
+    for written in (None, views / "extra.npz", views / VIEWS_INDEX):
+        if written:
+            written.write_text('{"rebuilt": true}')
+        with pytest.raises(ClaimedError):
+            run_train(**kwargs)
+    assert stamps[0] == stamps[1] != stamps[2]
 
 
 def test_a_corrupt_or_crafted_model_is_a_named_error(prepared: Path, tmp_path: Path) -> None:
