@@ -121,8 +121,10 @@ def _scored(root: Path, out: Path, layers: list, baseline: str | None) -> dict[s
 
 
 # DIA (contrastive, with its cache) and one baseline; `change` is the key edited after the kill.
+# DIA is killed at the end of its first epoch, past its first step (whose LR the trainer starts at).
+DIA_RUN = {"method": "dia", "lr": 0.1, "max_batches_per_epoch": 3, "checkpoint_every_steps": 3}
 RUNS = {
-    "dia": (None, {"contrastive": {"method": "dia", "lr": 0.1}}, {"contrastive": {"lr": 0.05}}),
+    "dia": (None, {"contrastive": DIA_RUN}, {"contrastive": {"lr": 0.05}}),
     "kdad": ("kdad", {"kdad": {"checkpoint_every_steps": 2}}, {"kdad": {"lr": 5e-4}}),
 }
 

@@ -150,6 +150,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng": self.rng.get_state(),
             "aug_rng": self.aug_rng.get_state(),
+            "lr": self._lr,  # logged for the epoch a resumed run closes before its next step
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -157,6 +158,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.rng.set_state(ckpt["rng"])
         self.aug_rng.set_state(ckpt["aug_rng"])
+        self._lr = ckpt.get("lr", self._lr)  # state saved before the rate was kept: log only
 
     def fit(self, *, state_dir: Path, evaluate: EvalFn | None = None) -> TrainState:
         """Train for ``cfg.epochs`` epochs, resuming from ``state_dir/last.pt`` if present."""
