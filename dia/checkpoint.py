@@ -124,16 +124,20 @@ def load_state(path: Path) -> dict[str, Any] | None:
 
 
 def global_rng_state() -> list[Any]:
-    """Python's, NumPy's and torch's global generator states as plain values and tensors (the
-    official code draws from these), for a state file that loads with ``weights_only``."""
+    """Python's, NumPy's and torch's global generator states (and every GPU's, where there are
+    GPUs) as plain values and tensors (the official code draws from these), for a state file
+    that loads with ``weights_only``."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]
-    return [random.getstate(), numpy_state, torch.get_rng_state()]
+    cuda = [torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []
+    return [random.getstate(), numpy_state, torch.get_rng_state(), *cuda]
 
 
 def set_global_rng_state(saved: list[Any]) -> None:
-    """Restore what :func:`global_rng_state` returned."""
-    python_state, (name, keys, pos, has_gauss, cached), torch_state = saved
+    """Restore what :func:`global_rng_state` returned; GPU states only where there are GPUs."""
+    python_state, (name, keys, pos, has_gauss, cached), torch_state, *cuda = saved
     random.setstate(python_state)
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(torch_state)
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[0])

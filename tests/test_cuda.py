@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from dia.checkpoint import global_rng_state, set_global_rng_state
 from dia.config import ContrastiveConfig, DiffusionConfig, DissolveConfig, ScoreConfig
 from dia.contrastive.train import Trainer
 from dia.contrastive.views import CachedDissolve
@@ -117,3 +118,11 @@ def test_a_cache_on_the_gpu_looks_up_what_the_host_one_does(tmp_path) -> None:
     staged = host.lookup(index, t, DEVICE)
     assert staged.device.type == "cuda" and host.dissolved.device.type == "cpu"
     torch.testing.assert_close(staged.cpu(), host.lookup(index, t), atol=0, rtol=0)
+
+
+def test_the_global_rng_state_holds_the_gpus_generators() -> None:
+    saved = global_rng_state()
+    expected = torch.rand(4, device=DEVICE)
+    torch.cuda.manual_seed_all(123)
+    set_global_rng_state(saved)
+    torch.testing.assert_close(torch.rand(4, device=DEVICE), expected, rtol=0, atol=0)

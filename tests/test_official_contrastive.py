@@ -1,12 +1,18 @@
-"""impl: official refuses settings the official code cannot express (no snapshot needed)."""
+"""impl: official refuses settings the official code cannot express, and its in-training
+evaluations leave the training draws alone (no snapshot needed)."""
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from dia.config import ContrastiveConfig, DissolveConfig, ScoreConfig
 from dia.errors import DiaError
-from dia.official.contrastive import check_expressible
+from dia.official.contrastive import _aside, check_expressible, seed_everything
 
 OFFICIAL = {"impl": "official", "dissolve_source": "online"}
 
@@ -33,3 +39,21 @@ def test_inexpressible_settings_are_named_together() -> None:
 def test_csi_ignores_dissolve_settings() -> None:
     cfg = ContrastiveConfig(**{**OFFICIAL, "method": "csi"})
     check_expressible(cfg, DissolveConfig(cache_t_stride=10), ScoreConfig())
+
+
+def draws() -> tuple[float, float, float]:
+    return random.random(), float(np.random.rand()), torch.rand(1).item()
+
+
+def test_an_evaluation_leaves_the_global_rngs_as_it_found_them() -> None:
+    def reseeding(_model: nn.Module) -> dict[str, np.ndarray]:
+        """As the official evaluation: every sample drawn after set_random_seed(s)."""
+        seed_everything(0)
+        return {"val": torch.rand(3).numpy()}
+
+    seed_everything(5)
+    expected = draws()
+    seed_everything(5)
+    scores = _aside(reseeding, nn.Identity())
+    assert draws() == expected
+    assert scores["val"].shape == (3,)

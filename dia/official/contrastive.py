@@ -6,9 +6,14 @@ layers, warm-up scheduler and CSI score (``evals/ood_pre``) run on this pipeline
 arrays, splits and diffusion model, at the config's budget. Only the glue is ours: a DataLoader
 over the training normals, the official optimiser's update (torchlars' CUDA extension does not
 build on today's toolchains; the same rule from timm, checked equal in tests/test_optim.py),
-epoch-level checkpoints, and the files every run writes. Official behaviour comes with it,
-including its evaluation's reseeding of the global RNGs (sample s of every batch is drawn after
-``set_random_seed(s)``), which the next epoch's training draws then continue from.
+epoch-level checkpoints, and the files every run writes.
+
+One official behaviour is kept out of training on purpose. The official evaluation reseeds the
+global RNGs (sample s of every batch is drawn after ``set_random_seed(s)``), and the official
+``train.py`` evaluates between epochs, so after its first evaluation every run draws the same
+shuffles, augmentations and dissolving steps whatever its seed: its seeds stop being independent
+samples. Here an in-training evaluation leaves the global RNGs as it found them, and each seed
+trains on its own draws, as native runs do.
 
 Settings the official code cannot express (another temperature, the paper's loss normaliser, a
 dissolve cache, per-image t, ...) are refused with the keys named, so an official run never
@@ -331,10 +336,21 @@ def train_official(
         bar.n = state.step  # the official loop may draw one batch more than it trains on
         bar.set_postfix(epoch=state.epoch, loss=f"{state.log[-1]['loss']:.3f}")
         if evaluate and evaluated(state.epoch):
-            state.evals.append((state.epoch, evaluate(model)))
+            state.evals.append((state.epoch, _aside(evaluate, model)))
         _save(state_file, model, optimizer, scheduler, linear_optim, state)
     bar.close()
     return model, state
+
+
+def _aside(
+    evaluate: Callable[[nn.Module], dict[str, np.ndarray]], model: nn.Module
+) -> dict[str, np.ndarray]:
+    """``evaluate(model)`` with the global RNGs restored afterwards (see the module's docstring)."""
+    rng = global_rng_state()
+    try:
+        return evaluate(model)
+    finally:
+        set_global_rng_state(rng)
 
 
 def _optimizers(run: OfficialRun, model: nn.Module) -> tuple[Any, Any, Any]:

@@ -119,6 +119,28 @@ def test_official_run_resumes_at_an_epoch_boundary(record: Path, diffusion: Path
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
+def test_an_official_evaluation_between_epochs_leaves_the_training_draws_alone(
+    diffusion: Path, tmp_path: Path
+) -> None:
+    """The official score reseeds the global RNGs for every sample; a run evaluated after each
+    epoch still trains exactly as one never evaluated, so its seed keeps its own draws."""
+    folder = official_folder("shijianjian__DIA")
+    cfg, dissolve_cfg, score = configs("dia")
+    normals = ImageBatches(noise_prepared().images[:12])
+    run = OfficialRun(folder, cfg, dissolve_cfg, score, "cpu", diffusion=diffusion)
+
+    def evaluate(model: torch.nn.Module) -> dict[str, np.ndarray]:
+        return run.anomaly_scores(model, normals, {"val": normals})
+
+    plain = train_official(run, normals, seed=0, state_dir=tmp_path / "plain", evaluate=None)
+    evaluated = train_official(
+        run, normals, seed=0, state_dir=tmp_path / "evaluated", evaluate=evaluate
+    )
+    assert [epoch for epoch, _ in evaluated[1].evals] == [1]  # the final model is scored apart
+    for key, value in plain[0].state_dict().items():
+        torch.testing.assert_close(evaluated[0].state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
 BASELINES = {
     "rd4ad": ("hq-deng__RD4AD", {"backbone": "resnet18", "image_size": 32}),
     "kdad": ("rohban-lab__Knowledge_Distillation_AD", {"image_size": 32}),
