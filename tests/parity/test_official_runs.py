@@ -122,8 +122,8 @@ def test_official_run_resumes_at_an_epoch_boundary(record: Path, diffusion: Path
 def test_an_official_evaluation_between_epochs_leaves_the_training_draws_alone(
     diffusion: Path, tmp_path: Path
 ) -> None:
-    """The official score reseeds the global RNGs for every sample; a run evaluated after each
-    epoch still trains exactly as one never evaluated, so its seed keeps its own draws."""
+    """The official score reseeds the global RNGs for every sample; a run evaluated between
+    epochs still trains exactly as one never evaluated, so its seed keeps its own draws."""
     folder = official_folder("shijianjian__DIA")
     cfg, dissolve_cfg, score = configs("dia")
     normals = ImageBatches(noise_prepared().images[:12])
