@@ -91,7 +91,6 @@ class Trainer:
         self.aug_rng = torch.Generator(device).manual_seed(seed + 1)
         self.n_branches = 3 if cfg.method == "dia" else 2
         self.pass_batches = loader_batches(cfg, len(images))
-        self._lr = self.lr_at(0.0)
 
     def lr_at(self, epoch: float) -> float:
         cfg = self.cfg
@@ -134,15 +133,15 @@ class Trainer:
     def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, torch.Tensor]:
         # The official loop steps the scheduler after iteration n to epoch + n / len(loader)
         # (len uncapped), so iteration n trains at the rate of position n - 1.
-        self._lr = self.lr_at(max(0.0, epoch + (batch - 1) / self.pass_batches))
-        set_lr(self.optimizer, self._lr)
+        set_lr(self.optimizer, self.lr_at(max(0.0, epoch + (batch - 1) / self.pass_batches)))
         return self.step(index)
 
     def end_epoch(self) -> None:
         """The LR follows the position within the epoch, not the epoch count."""
 
     def lr(self) -> float:
-        return self._lr
+        """The rate of the last step, kept (and restored) by the optimiser's state."""
+        return self.optimizer.param_groups[0]["lr"]
 
     def checkpoint(self) -> dict[str, Any]:
         return {
@@ -150,7 +149,6 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng": self.rng.get_state(),
             "aug_rng": self.aug_rng.get_state(),
-            "lr": self._lr,  # logged for the epoch a resumed run closes before its next step
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -158,7 +156,6 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.rng.set_state(ckpt["rng"])
         self.aug_rng.set_state(ckpt["aug_rng"])
-        self._lr = ckpt.get("lr", self._lr)  # state saved before the rate was kept: log only
 
     def fit(self, *, state_dir: Path, evaluate: EvalFn | None = None) -> TrainState:
         """Train for ``cfg.epochs`` epochs, resuming from ``state_dir/last.pt`` if present."""
