@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 Scaling = Literal["unit", "symmetric"]
 Fit = Literal["pad_crop", "resize"]
 TSampling = Literal["per_batch_shift", "per_image"]
+DissolveFlip = Literal["after", "before"]
 CacheDtype = Literal["float32", "float16"]
 FamilyModel = Literal["shared", "per_class"]
 Precision = Literal["fp32", "bf16"]
@@ -139,6 +140,10 @@ class DissolveConfig(_Config):
     (7 x 7, sigma 1.4) or ``median`` blur of size ``blur_kernel``, or ``none`` (identity). The
     official code applies a blur to every branch, not only the dissolved one (``blur_branches:
     all``); ``dissolved`` blurs only the third branch, as the paper's Eq. reads.
+
+    ``flip``: the third branch's random horizontal flip comes ``after`` dissolving (what a cache
+    of unflipped dissolved images allows) or ``before`` it, as the official step does (online
+    dissolving only).
     """
 
     kind: DissolveKind = "diffusion"
@@ -152,6 +157,7 @@ class DissolveConfig(_Config):
     t_max: int = 99
     t_sampling: TSampling = "per_batch_shift"
     cache_t_stride: int = 1
+    flip: DissolveFlip = "after"
     cache_dtype: CacheDtype = "float32"
     precision: Precision = "fp32"
     batch_size: int = 256
@@ -266,6 +272,7 @@ LITERALS: dict[str, tuple[str, ...]] = {
         "Scaling": Scaling,
         "Fit": Fit,
         "TSampling": TSampling,
+        "DissolveFlip": DissolveFlip,
         "CacheDtype": CacheDtype,
         "FamilyModel": FamilyModel,
         "Precision": Precision,

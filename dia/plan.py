@@ -21,10 +21,11 @@ from dia.sections import config_sections, resolve
 
 RESOLUTION_VARIANT = re.compile(r"dslv(\d+)")
 # What a variant may change besides the training and scoring sections: the two keys a diffusion
-# model and its dissolve cache are keyed on (by path), and the blur stand-ins, which need neither.
+# model and its dissolve cache are keyed on (by path), the blur stand-ins, which need neither,
+# and the order of flipping and dissolving, which changes neither.
 VARIANT_KEYS = {
     "diffusion": {"data_ratio"},
-    "dissolve": {"resolution", "kind", "blur_kernel", "blur_branches"},
+    "dissolve": {"resolution", "kind", "blur_kernel", "blur_branches", "flip"},
 }
 # The dissolving ablation of the official README: setting label -> variant.
 DISSOLVE_ABLATION = {

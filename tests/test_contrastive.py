@@ -119,6 +119,30 @@ def test_make_views_dia_branch_is_shifted_dissolved_image() -> None:
             )
 
 
+@pytest.mark.parametrize("flip_first", [False, True])
+def test_make_views_flips_the_dissolved_branch_after_or_before_dissolving(flip_first: bool) -> None:
+    """A dissolving that darkens the left half does not commute with the flip: flipping after
+    it (default) leaves some A views dark on the right, flipping before (official) never."""
+    x = torch.ones(16, 3, 8, 8)
+
+    def darken_left(index: torch.Tensor, xs: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        return torch.cat([xs[..., :4] * 0, xs[..., 4:]], dim=-1)
+
+    views, _ = make_views(
+        x,
+        torch.arange(16),
+        shift="rotation",
+        dissolve=darken_left,
+        rng=torch.Generator().manual_seed(0),
+        aug_rng=torch.Generator().manual_seed(1),
+        flip_first=flip_first,
+    )
+    unrotated = views[2 * K * 16 : 2 * K * 16 + 16]  # block k = 0 of A
+    dark_left = unrotated[..., :4].sum((1, 2, 3)) == 0
+    assert dark_left.all() == flip_first
+    assert dark_left.any()
+
+
 def tiny_cfg(method: str, **changes: object) -> ContrastiveConfig:
     values = {
         "method": method,

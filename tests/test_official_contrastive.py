@@ -18,7 +18,7 @@ OFFICIAL = {"impl": "official", "dissolve_source": "online"}
 
 
 def test_official_settings_pass() -> None:
-    check_expressible(ContrastiveConfig(**OFFICIAL), DissolveConfig(), ScoreConfig())
+    check_expressible(ContrastiveConfig(**OFFICIAL), DissolveConfig(flip="before"), ScoreConfig())
 
 
 def test_inexpressible_settings_are_named_together() -> None:
@@ -31,6 +31,7 @@ def test_inexpressible_settings_are_named_together() -> None:
         "contrastive.temperature: 0.2",
         "contrastive.loss_normalizer: 'anchors'",
         "dissolve.cache_t_stride: 10",
+        "dissolve.flip: 'after'",
         "score.flip: 'shared'",
     ):
         assert key in message

@@ -166,15 +166,17 @@ def test_diffusion_subset_is_deterministic_and_sized() -> None:
 @pytest.mark.parametrize(
     ("override", "culprit"),
     [
-        ({"method": "dia"}, "dissolve_source"),
-        ({"method": "csi", "image_size": 28}, "image_size"),
+        ({"contrastive": {"method": "dia"}}, "dissolve_source"),
+        ({"contrastive": {"method": "csi", "image_size": 28}}, "image_size"),
+        ({"contrastive": {"method": "dia"}, "dissolve": {"flip": "before"}}, "dissolve.flip"),
     ],
 )
 def test_bad_run_setup_is_a_clear_error(
     prepared: Path, tmp_path: Path, override: dict[str, object], culprit: str
 ) -> None:
-    """DIA without a dissolve cache, or images of another size than the network expects."""
-    layers = [*LAYERS, {"contrastive": override}]
+    """DIA without a dissolve cache, images of another size than the network expects, or the
+    official flip order with a cache (which holds unflipped dissolved images)."""
+    layers = [*LAYERS, override]
     with pytest.raises(DiaError, match=culprit):
         run_train(
             data_dir=prepared / "data",

@@ -63,13 +63,14 @@ class Trainer:
         seed: int,
         device: str = "cpu",
         dissolve_all: bool = False,
+        flip_first: bool = False,
     ) -> None:
         if (cfg.method == "dia") != (dissolve is not None):
             raise ValueError("DIA needs a dissolve source and CSI must not have one")
         if isinstance(images, ImageBatches):
             images = images.on(device)
         self.cfg, self.images, self.dissolve, self.device = cfg, images, dissolve, device
-        self.dissolve_all = dissolve_all
+        self.dissolve_all, self.flip_first = dissolve_all, flip_first
         torch.manual_seed(seed)
         self.model = build_model(cfg).to(device)
         self.memory_format = torch.contiguous_format
@@ -113,6 +114,7 @@ class Trainer:
             rng=self.rng,
             aug_rng=self.aug_rng,
             dissolve_all=self.dissolve_all,
+            flip_first=self.flip_first,
         )
         augmented = self.augment(views, self.aug_rng).contiguous(memory_format=self.memory_format)
         with autocast(self.device, self.cfg.precision):

@@ -82,6 +82,7 @@ FIXED = (
     ("dissolve", "weights", "online"),
     ("dissolve", "t_sampling", "per_batch_shift"),
     ("dissolve", "cache_t_stride", 1),
+    ("dissolve", "flip", "before"),
     ("dissolve", "precision", "fp32"),
     ("score", "flip", "per_shift"),
     ("score", "selection_ties", "earlier"),

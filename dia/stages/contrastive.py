@@ -73,6 +73,11 @@ def _dissolve_source(
     if dissolve_cfg.kind != "diffusion":
         return BlurDissolve(dissolve_cfg.kind, dissolve_cfg.blur_kernel)
     if cfg.dissolve_source == "cache":
+        if dissolve_cfg.flip == "before":
+            raise DiaError(
+                "dissolve.flip 'before' needs contrastive.dissolve_source 'online' (the cache "
+                "holds unflipped dissolved images); set one of the two"
+            )
         if cache is None:
             raise DiaError("contrastive.dissolve_source is 'cache' but no cache was given")
         cached = DissolveCache.load(cache, ids).on(device)
@@ -133,6 +138,7 @@ def train_contrastive(
         seed=seed,
         device=device,
         dissolve_all=source is not None and blurs_all,
+        flip_first=dissolve_cfg.flip == "before",
     )
     evaluate = partial(score_splits, data=data, cfg=cfg, score_cfg=score_cfg, device=device)
     state = trainer.fit(state_dir=state_dir, evaluate=evaluate)

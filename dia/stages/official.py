@@ -78,7 +78,11 @@ def score_official_run(
             f"{official} holds {commit}; retrain it (delete its model.pt)"
         )
     cfg = ContrastiveConfig.from_dict(ckpt["config"]["contrastive"])
-    dissolve_cfg = DissolveConfig.from_dict(ckpt["config"].get("dissolve"))
+    # Official steps always flip before dissolving; runs trained before dissolve.flip existed
+    # did not record it.
+    dissolve_cfg = DissolveConfig.from_dict(
+        {"flip": "before", **ckpt["config"].get("dissolve", {})}
+    )
     run = OfficialRun(repo, cfg, dissolve_cfg, score_cfg, device)
     model = run.build_model()
     model.load_state_dict(ckpt["model"])

@@ -244,12 +244,10 @@ class _Probe(torch.nn.Module):
         return None, {"simclr": f, "shift": f[:, :K], "penultimate": f}
 
 
-def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
-    """One step of the official training/unsup/simclr_DIA.train with a probe network and an
-    identity SimCLR augmentation: the views are [O | O' | A], k-major, A_k the image dissolved
-    at one t in [30, 99] per shift and rotated by k, shift labels k repeated over the branches;
-    our make_views gives the same layout. Images are mirror-symmetric, so that the random flips
-    (drawn from different generators) cannot hide a difference."""
+def _official_step(dia_official, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Dissolver]:
+    """The views and shift labels one step of the official training/unsup/simclr_DIA.train
+    gives a probe network (identity SimCLR augmentation, t in [30, 99]), and our dissolver with
+    the same diffusion weights."""
     modules = dia_official("training.unsup.simclr_DIA", "models.transform_layers")
     tl = modules["models.transform_layers"]
     torch.manual_seed(0)
@@ -270,9 +268,7 @@ def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
         diffusion_upper_offset=1.0,
         loss_mode="shifted_removed",
     )
-    b = 3
-    x = torch.rand(b, 3, 28, 28, generator=torch.Generator().manual_seed(5))
-    x = (x + x.flip(-1)) / 2
+    b = len(x)
     probe = _Probe()
     labels_seen: list[torch.Tensor] = []
     ce = torch.nn.CrossEntropyLoss()
@@ -296,17 +292,28 @@ def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
         linear_optim=torch.optim.SGD(linear.parameters(), lr=0.1),
         num_batches_per_epoch=0,
     )
-    views = probe.seen[0]
+    dissolver = Dissolver(diffusion, DissolveConfig(fit="pad_crop"), image_size=28)
+    return probe.seen[0], labels_seen[0], dissolver
+
+
+def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
+    """One official DIA step: the views are [O | O' | A], k-major, A_k the image dissolved at
+    one t in [30, 99] per shift and rotated by k, shift labels k repeated over the branches;
+    our make_views gives the same layout. Images are mirror-symmetric, so that the random flips
+    (drawn from different generators) cannot hide a difference."""
+    b = 3
+    x = torch.rand(b, 3, 28, 28, generator=torch.Generator().manual_seed(5))
+    x = (x + x.flip(-1)) / 2
+    views, official_labels, dissolver = _official_step(dia_official, x)
     n = K * b
     assert views.shape == (3 * n, 3, 28, 28)
-    assert torch.equal(labels_seen[0], torch.arange(K).repeat_interleave(b).repeat(3))
+    assert torch.equal(official_labels, torch.arange(K).repeat_interleave(b).repeat(3))
     rotate = SHIFTS["rotation"]
     for branch in (0, 1):
         for k in range(K):
             torch.testing.assert_close(
                 views[branch * n + k * b : branch * n + (k + 1) * b], rotate(x, k)
             )
-    dissolver = Dissolver(diffusion, DissolveConfig(fit="pad_crop"), image_size=28)
     t_of_shift = []
     for k in range(K):
         block = views[2 * n + k * b : 2 * n + (k + 1) * b]
@@ -331,9 +338,9 @@ def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
         rng=torch.Generator(),
         aug_rng=torch.Generator(),
     )
-    assert torch.equal(labels, labels_seen[0])
+    assert torch.equal(labels, official_labels)
     torch.testing.assert_close(ours[: 2 * n], views[: 2 * n])
-    for k, t in enumerate(t_of_shift):  # ours flips after dissolving, the official code before
+    for k, t in enumerate(t_of_shift):  # dissolve.flip 'after' (default): a flipped D(x, t)
         dissolved = dissolver(x, torch.full((b,), t))
         for i in range(b):
             view = ours[2 * n + k * b + i]
@@ -341,6 +348,55 @@ def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
                 torch.allclose(view, rotate(d, k), atol=1e-5)
                 for d in (dissolved[i], dissolved[i].flip(-1))
             ), (k, i)
+
+
+@pytest.mark.parametrize("flip_first", [True, False])
+def test_dia_step_flips_before_dissolving_as_dissolve_flip_before_does(
+    dia_official, flip_first: bool
+) -> None:
+    """Images that are not mirror-symmetric, and a diffusion model that does not commute with
+    the flip: every dissolved view of the official step is D(x, t) or D(flip x, t), rotated, and
+    so is every one of ours with ``flip_first`` (``dissolve.flip: before``); flipping after
+    dissolving gives flip(D(x, t)) instead, which is neither."""
+    b = 8
+    x = torch.rand(b, 3, 28, 28, generator=torch.Generator().manual_seed(5))
+    views, _, dissolver = _official_step(dia_official, x)
+    n, rotate = K * b, SHIFTS["rotation"]
+
+    def dissolved(images: torch.Tensor, t: int) -> torch.Tensor:
+        return dissolver(images, torch.full((len(images),), t))
+
+    d_x = {t: dissolved(x, t) for t in range(30, 100)}
+    d_flipped = {t: dissolved(x.flip(-1), t) for t in range(30, 100)}
+    assert not torch.allclose(d_x[30].flip(-1), d_flipped[30], atol=1e-3)
+
+    def official_order(block: torch.Tensor, k: int, t: int) -> bool:
+        both = rotate(d_x[t], k), rotate(d_flipped[t], k)
+        return all(
+            any(torch.allclose(v, d[i], atol=1e-5) for d in both) for i, v in enumerate(block)
+        )
+
+    t_of_shift = []
+    for k in range(K):
+        block = views[2 * n + k * b : 2 * n + (k + 1) * b]
+        matches = [t for t in range(30, 100) if official_order(block, k, t)]
+        assert len(matches) == 1, (k, matches)
+        t_of_shift.append(matches[0])
+    calls = iter(t_of_shift)
+    ours, _ = make_views(
+        x,
+        torch.arange(b),
+        shift="rotation",
+        dissolve=lambda _index, images, _rng: dissolved(images, next(calls)),
+        rng=torch.Generator(),
+        aug_rng=torch.Generator().manual_seed(0),
+        flip_first=flip_first,
+    )
+    ours_in_order = [
+        official_order(ours[2 * n + k * b : 2 * n + (k + 1) * b], k, t)
+        for k, t in enumerate(t_of_shift)
+    ]
+    assert all(ours_in_order) == flip_first
 
 
 def official_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

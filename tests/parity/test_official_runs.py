@@ -56,7 +56,7 @@ def configs(method: str) -> tuple[ContrastiveConfig, DissolveConfig, ScoreConfig
         eval_every_epochs=1,
         dissolve_source="online",
     )
-    return cfg, DissolveConfig(fit="pad_crop"), ScoreConfig(samples=2, batch_size=8)
+    return cfg, DissolveConfig(fit="pad_crop", flip="before"), ScoreConfig(samples=2, batch_size=8)
 
 
 @pytest.mark.parametrize("method", ["csi", "dia"])
@@ -87,6 +87,9 @@ def test_official_run_trains_scores_and_records_the_commit(
     scores, _ = score_official_run(ckpt, prepared, score_cfg=score, official=record, device="cpu")
     assert {k: v.shape for k, v in scores.items()} == {"val": (8,), "test": (8,)}
     assert all(np.isfinite(v).all() for v in scores.values())
+    if method == "dia":  # recorded before dissolve.flip existed: the official order is implied
+        ckpt["config"]["dissolve"].pop("flip")
+        score_official_run(ckpt, prepared, score_cfg=score, official=record, device="cpu")
     ckpt["config"] = {**config, "official_commit": "f" * 40}
     with pytest.raises(DiaError, match="retrain it"):
         score_official_run(ckpt, prepared, score_cfg=score, official=record, device="cpu")
