@@ -6,8 +6,8 @@ DIA's third branch A holds dissolved copies, one dissolving draw per shift block
 dissolved batch too, so blurred views are contrasted with blurred views. The dissolved
 image is flipped after dissolving by default, because the cache stores unflipped images; the
 official code flips first (``flip_first``, online dissolving only). The two orders differ as far
-as the diffusion model fails to commute with the flip, which a small model does not: about half
-of the dissolving's own change for the PneumoniaMNIST parity model.
+as the diffusion model fails to commute with the flip: for the small PneumoniaMNIST parity model,
+by 54-65% of the dissolving's own change (mean absolute values, t from 30 to 130).
 """
 
 from __future__ import annotations
