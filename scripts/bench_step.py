@@ -134,7 +134,7 @@ def official_step(
     run = OfficialRun(
         args.official,
         cfg,
-        dissolve_cfg.replace(cache_t_stride=1),
+        dissolve_cfg.replace(cache_t_stride=1, flip="before"),
         ScoreConfig(),
         args.device,
         diffusion=unet,
