@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import types
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -296,6 +297,33 @@ def _official_step(dia_official, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return probe.seen[0], labels_seen[0], dissolver
 
 
+class _Dissolved:
+    """D(x, t) and D(flip x, t) for every t the official step draws (30..99), to tell which t
+    and which order made each block of dissolved views."""
+
+    def __init__(self, dissolver: Dissolver, x: torch.Tensor) -> None:
+        full = partial(torch.full, (len(x),))
+        self.plain = {t: dissolver(x, full(t)) for t in range(30, 100)}
+        self.flipped = {t: dissolver(x.flip(-1), full(t)) for t in range(30, 100)}
+
+    def flipped_first(self, block: torch.Tensor, k: int, t: int) -> bool:
+        """Every view of ``block`` is D(x_i, t) or D(flip x_i, t), rotated by k."""
+        rotate = SHIFTS["rotation"]
+        both = rotate(self.plain[t], k), rotate(self.flipped[t], k)
+        return all(
+            any(torch.allclose(v, d[i], atol=1e-5) for d in both) for i, v in enumerate(block)
+        )
+
+    def t_of_blocks(self, dissolved_views: torch.Tensor) -> list[int]:
+        """The one t of each of the K blocks, each made in the official order."""
+        out = []
+        for k, block in enumerate(dissolved_views.chunk(K)):
+            matches = [t for t in self.plain if self.flipped_first(block, k, t)]
+            assert len(matches) == 1, (k, matches)
+            out.append(matches[0])
+        return out
+
+
 def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
     """One official DIA step: the views are [O | O' | A], k-major, A_k the image dissolved at
     one t in [30, 99] per shift and rotated by k, shift labels k repeated over the branches;
@@ -314,17 +342,8 @@ def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
             torch.testing.assert_close(
                 views[branch * n + k * b : branch * n + (k + 1) * b], rotate(x, k)
             )
-    t_of_shift = []
-    for k in range(K):
-        block = views[2 * n + k * b : 2 * n + (k + 1) * b]
-        matches = [
-            t
-            for t in range(30, 100)
-            if torch.allclose(rotate(dissolver(x, torch.full((b,), t)), k), block, atol=1e-5)
-        ]
-        assert len(matches) == 1, (k, matches)
-        t_of_shift.append(matches[0])
-
+    dissolved = _Dissolved(dissolver, x)  # x is symmetric: D(flip x, t) = D(x, t)
+    t_of_shift = dissolved.t_of_blocks(views[2 * n :])
     calls = iter(t_of_shift)
 
     def same_t(index: torch.Tensor, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
@@ -341,13 +360,9 @@ def test_dia_training_step_views_and_shift_labels(dia_official) -> None:
     assert torch.equal(labels, official_labels)
     torch.testing.assert_close(ours[: 2 * n], views[: 2 * n])
     for k, t in enumerate(t_of_shift):  # dissolve.flip 'after' (default): a flipped D(x, t)
-        dissolved = dissolver(x, torch.full((b,), t))
         for i in range(b):
-            view = ours[2 * n + k * b + i]
-            assert any(
-                torch.allclose(view, rotate(d, k), atol=1e-5)
-                for d in (dissolved[i], dissolved[i].flip(-1))
-            ), (k, i)
+            view, d = ours[2 * n + k * b + i], dissolved.plain[t][i]
+            assert any(torch.allclose(view, rotate(e, k), atol=1e-5) for e in (d, d.flip(-1)))
 
 
 @pytest.mark.parametrize("flip_first", [True, False])
@@ -361,40 +376,25 @@ def test_dia_step_flips_before_dissolving_as_dissolve_flip_before_does(
     b = 8
     x = torch.rand(b, 3, 28, 28, generator=torch.Generator().manual_seed(5))
     views, _, dissolver = _official_step(dia_official, x)
-    n, rotate = K * b, SHIFTS["rotation"]
-
-    def dissolved(images: torch.Tensor, t: int) -> torch.Tensor:
-        return dissolver(images, torch.full((len(images),), t))
-
-    d_x = {t: dissolved(x, t) for t in range(30, 100)}
-    d_flipped = {t: dissolved(x.flip(-1), t) for t in range(30, 100)}
-    assert not torch.allclose(d_x[30].flip(-1), d_flipped[30], atol=1e-3)
-
-    def official_order(block: torch.Tensor, k: int, t: int) -> bool:
-        both = rotate(d_x[t], k), rotate(d_flipped[t], k)
-        return all(
-            any(torch.allclose(v, d[i], atol=1e-5) for d in both) for i, v in enumerate(block)
-        )
-
-    t_of_shift = []
-    for k in range(K):
-        block = views[2 * n + k * b : 2 * n + (k + 1) * b]
-        matches = [t for t in range(30, 100) if official_order(block, k, t)]
-        assert len(matches) == 1, (k, matches)
-        t_of_shift.append(matches[0])
+    n = K * b
+    dissolved = _Dissolved(dissolver, x)
+    assert not torch.allclose(dissolved.plain[30].flip(-1), dissolved.flipped[30], atol=1e-3)
+    t_of_shift = dissolved.t_of_blocks(views[2 * n :])
     calls = iter(t_of_shift)
     ours, _ = make_views(
         x,
         torch.arange(b),
         shift="rotation",
-        dissolve=lambda _index, images, _rng: dissolved(images, next(calls)),
+        dissolve=lambda _index, images, _rng: dissolver(
+            images, torch.full((len(images),), next(calls))
+        ),
         rng=torch.Generator(),
         aug_rng=torch.Generator().manual_seed(0),
         flip_first=flip_first,
     )
     ours_in_order = [
-        official_order(ours[2 * n + k * b : 2 * n + (k + 1) * b], k, t)
-        for k, t in enumerate(t_of_shift)
+        dissolved.flipped_first(block, k, t)
+        for k, (block, t) in enumerate(zip(ours[2 * n :].chunk(K), t_of_shift, strict=True))
     ]
     assert all(ours_in_order) == flip_first
 
