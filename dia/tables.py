@@ -221,6 +221,28 @@ def parity_table(long: pd.DataFrame, pairs: dict[str, str]) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def check_same_diffusion(runs: Iterable[dict[str, Any]], pairs: dict[str, str]) -> None:
+    """Refuse to pair a native and an official run (same dataset, variant and seed) that dissolved
+    with different diffusion models: their difference would compare two dissolving networks as
+    well as two implementations. ``runs``: mappings with the run keys and ``train_meta``, the
+    run's train_meta.json; a run that records no digest (no diffusion model, or trained before
+    the digest was recorded) is not checked."""
+    recorded = {}
+    for run in runs:
+        digest = read_json(run["train_meta"]).get("inputs", {}).get("diffusion_sha256", "")
+        recorded[tuple(run[k] for k in RUN_KEYS)] = (digest, run["train_meta"])
+    for (method, *rest), (digest, path) in recorded.items():
+        if method not in pairs or not digest:
+            continue
+        twin, twin_path = recorded.get((pairs[method], *rest), ("", ""))
+        if twin and twin != digest:
+            raise DiaError(
+                f"{twin_path} and {path} record different diffusion models (sha256 "
+                f"{twin[:12]} and {digest[:12]}); delete one of the two run folders and re-run "
+                f"it, so that both dissolve with the same model"
+            )
+
+
 def parity_text_table(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per selection rule: native and official mean ± std over seeds (n) and the mean paired
     difference ± its std, a row per method and dataset."""

@@ -13,6 +13,7 @@ from torch.nn.utils import clip_grad_norm_
 
 from dia.errors import DiaError
 from dia.evaluation.selection import OFFICIAL_RULES
+from dia.io import file_digest
 from dia.sections import config_sections
 from dia.stages.data import run_download, run_prepare
 from dia.stages.diffusion import diffusion_subset, run_dissolve_cache, run_train_diffusion
@@ -199,6 +200,29 @@ def test_blur_ablation_trains_without_a_diffusion_model(
     config = json.loads((tmp_path / "train_meta.json").read_text())["config"]
     assert config["dissolve"]["kind"] == kind and config["dissolve"]["blur_branches"] == "all"
     assert json.loads((tmp_path / "metrics.json").read_text())["last"]["auroc"] > 0
+
+
+def test_a_run_records_the_digest_of_its_diffusion_model(prepared: Path, tmp_path: Path) -> None:
+    """A DIA run that dissolves online records the sha256 of the diffusion model it used (the
+    parity table refuses pairs whose digests differ); a run without one records none."""
+    dia = [*LAYERS, {"contrastive": {"method": "dia", "dissolve_source": "online"}}]
+    model = prepared / "diffusion/model.pt"
+    for out, layers, diffusion, expected in (
+        (tmp_path / "dia", dia, model, file_digest(model)),
+        (tmp_path / "csi", [*LAYERS, {"contrastive": {"method": "csi"}}], None, ""),
+    ):
+        run_train(
+            data_dir=prepared / "data",
+            out_dir=out,
+            state_dir=out / "state",
+            preset="dia_code",
+            layers=layers,
+            seed=0,
+            device="cpu",
+            diffusion=diffusion,
+        )
+        inputs = json.loads((out / "train_meta.json").read_text())["inputs"]
+        assert inputs["diffusion_sha256"] == expected
 
 
 @pytest.mark.parametrize("baseline", BASELINES)

@@ -275,6 +275,29 @@ def test_parity_table_pairs_native_and_official_runs_by_seed() -> None:
     assert parity_table(long, {}).empty
 
 
+def test_parity_refuses_runs_dissolved_by_different_diffusion_models(tmp_path: Path) -> None:
+    """Pairs whose train_meta.json record different diffusion models are refused, naming both
+    files; equal digests, an unrecorded digest (older runs, CSI) or an unpaired run pass."""
+    from dia.tables import check_same_diffusion
+
+    def runs(digests: dict[tuple[str, int], str | None]) -> list[dict[str, object]]:
+        out = []
+        for (method, seed), digest in digests.items():
+            path = tmp_path / f"{method}{seed}.json"
+            inputs = {} if digest is None else {"diffusion_sha256": digest}
+            path.write_text(json.dumps({"inputs": inputs}))
+            keys = {"method": method, "dataset": "phantom", "variant": "default", "seed": seed}
+            out.append(keys | {"train_meta": str(path)})
+        return out
+
+    pairs = {"dia_official": "dia"}
+    check_same_diffusion(runs({("dia", 0): "a", ("dia_official", 0): "a"}), pairs)
+    check_same_diffusion(runs({("dia", 0): None, ("dia_official", 0): "b"}), pairs)
+    check_same_diffusion(runs({("dia", 1): "a", ("dia_official", 0): "b"}), pairs)
+    with pytest.raises(DiaError, match=r"dia0\.json and .*dia_official0\.json .*different"):
+        check_same_diffusion(runs({("dia", 0): "a", ("dia_official", 0): "b"}), pairs)
+
+
 def test_official_rule_only_where_a_method_has_one(tmp_path):
     """Transformaly's runs carry an `official` rule, DIA's do not: the long file has it only for
     Transformaly, its wide table shows a dash for DIA; without any, there is no such table."""

@@ -25,7 +25,7 @@ from dia.data.splits import EVAL_SPLITS
 from dia.data.views import INDEX as VIEWS_INDEX
 from dia.errors import DiaError, one_line
 from dia.evaluation.selection import OFFICIAL_RULES, select_all
-from dia.io import atomic_path, read_json, write_json
+from dia.io import atomic_path, file_digest, read_json, write_json
 from dia.meta import build_meta
 from dia.sections import resolve
 from dia.stages.baselines import score_baseline, train_baseline
@@ -108,8 +108,7 @@ def run_train(
         seed=seed,
         device=device,
         started=started,
-        inputs={"manifest_sha256": data.manifest_sha256}
-        | {key: str(inputs[key] or "") for key in ("cache", "diffusion")},
+        inputs=_train_inputs(data, cache=cache, diffusion=diffusion),
         extra=_train_summary(name, state, data),
     )
     write_json(out_dir / "train_meta.json", meta)
@@ -136,6 +135,20 @@ def _fingerprint(
             **{name: file_stamp(path) for name, path in inputs.items() if name != "views"},
             "views": file_stamp(inputs["views"], marker=VIEWS_INDEX),
         },
+    }
+
+
+def _train_inputs(
+    data: PreparedData, *, cache: Path | None, diffusion: Path | None
+) -> dict[str, str]:
+    """What train_meta.json records of a run's inputs. The diffusion model's digest tells whether
+    two runs dissolved with the same network (a retrained one differs on another machine, even at
+    the same seed), which a native-against-official pairing needs."""
+    return {
+        "manifest_sha256": data.manifest_sha256,
+        "cache": str(cache or ""),
+        "diffusion": str(diffusion or ""),
+        "diffusion_sha256": file_digest(diffusion) if diffusion else "",
     }
 
 

@@ -130,7 +130,8 @@ rule ablation:
 rule parity:
     """Native against official code (CSI, DIA, baselines): AUROC per seed and rule, paired."""
     input:
-        metrics_files(PARITY_RUNS),
+        metrics=metrics_files(PARITY_RUNS),
+        train_meta=[run_file(r, "train_meta.json") for r in PARITY_RUNS],
     output:
         table=report(
             "results/tables/parity.csv",
