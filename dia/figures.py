@@ -109,8 +109,8 @@ def training_curves(logs: Mapping[str, Sequence[pd.DataFrame]], dataset: str, de
 
 def data_ratio_figure(table: pd.DataFrame, datasets: Sequence[str], dest: Path) -> None:
     """Fig. 4: bars per dataset for each diffusion data ratio, ours with the std over seeds as
-    error bars (none for one seed) and the paper's value as a black tick; a missing combination
-    has no bar.
+    error bars (none for one seed) and the paper's value as a black tick (in the legend only
+    where the paper has one: it has none for the phantom); a missing combination has no bar.
 
     ``table``: rows of one selection rule with ``setting`` (ratio), ``dataset``, ``auroc_mean``,
     ``auroc_std``, ``n_seeds`` and ``paper_auroc``.
@@ -130,7 +130,8 @@ def data_ratio_figure(table: pd.DataFrame, datasets: Sequence[str], dest: Path) 
         for x, r in zip(xs, rows, strict=True):
             if r:
                 ax.text(x, 0.02, f"n={int(r['n_seeds'])}", ha="center", fontsize=6, rotation=90)
-    ax.scatter([], [], marker="_", s=250, color="black", label="paper")
+    if table["paper_auroc"].notna().any():
+        ax.scatter([], [], marker="_", s=250, color="black", label="paper")
     ax.set_xticks(np.arange(len(datasets)), datasets, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("test AUROC (mean over seeds)")

@@ -77,3 +77,7 @@ def test_data_ratio_figure_draws_a_bar_per_measured_cell(tmp_path, monkeypatch):
     assert heights[:1] == [0.7] and heights[2:] == [0.8, 0.9]
     assert np.isnan(heights[1])
     assert sorted(saved["texts"]) == ["ours, ratio 0.1", "ours, ratio 1.0", "paper"]
+    plt.close("all")
+    saved = _capture(monkeypatch)
+    data_ratio_figure(table.assign(paper_auroc=np.nan), ["kvasir"], tmp_path / "f.png")
+    assert sorted(saved["texts"]) == ["ours, ratio 0.1", "ours, ratio 1.0"]
