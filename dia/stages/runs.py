@@ -142,8 +142,9 @@ def _train_inputs(
     data: PreparedData, *, cache: Path | None, diffusion: Path | None
 ) -> dict[str, str]:
     """What train_meta.json records of a run's inputs. The diffusion model's digest tells whether
-    two runs dissolved with the same network (a retrained one differs on another machine, even at
-    the same seed), which a native-against-official pairing needs."""
+    two runs dissolved with the same network (one retrained on other hardware, or with another
+    thread count, need not have the same weights at the same seed), which a native-against-official
+    pairing needs."""
     return {
         "manifest_sha256": data.manifest_sha256,
         "cache": str(cache or ""),
