@@ -353,6 +353,26 @@ def test_lr_cosine_period(train_images: torch.Tensor) -> None:
     assert own.lr_at(200) == pytest.approx(0.0062, abs=1e-4)
 
 
+def test_a_capped_epoch_starts_at_the_rate_its_last_step_set(train_images: torch.Tensor) -> None:
+    """2 of 4 batches per epoch: the official scheduler was last stepped to epoch - 1 + 1/4, not to
+    the end of a full pass, when the next epoch's first batch trains."""
+    cfg = tiny_cfg("csi", batch_size=2, epochs=3, max_batches_per_epoch=2, lr=0.1, warmup_epochs=3)
+    trainer = Trainer(cfg, train_images, dissolve=None, seed=0)
+    rates: list[float] = []
+    real_step = trainer.step
+
+    def recording_step(index: torch.Tensor) -> dict[str, torch.Tensor]:
+        rates.append(trainer.lr())
+        return real_step(index)
+
+    trainer.step = recording_step  # type: ignore[method-assign]
+    for epoch in range(3):
+        for batch in range(2):
+            trainer.train_step(torch.arange(2 * batch, 2 * batch + 2), epoch, batch)
+    positions = [0, 0, 0.25, 1, 1.25, 2]
+    assert rates == pytest.approx([0.1 * (1 + 9 * p / 3) for p in positions])
+
+
 @pytest.mark.parametrize("arch", ["resnet18_cifar", "resnet18_imagenet"])
 def test_resnet_init(arch: str) -> None:
     """``official``: PyTorch's default conv init (kaiming-uniform, a = sqrt(5)) for the CIFAR

@@ -55,6 +55,19 @@ def warmup_cosine_lr(
     return peak * 0.5 * (1 + math.cos(math.pi * (epoch - warmup_epochs) / total_epochs))
 
 
+def step_position(epoch: int, batch: int, *, trained: int, per_pass: int) -> float:
+    """The fractional epoch whose rate step ``batch`` of ``epoch`` (both from 0) trains at.
+
+    The official loop steps its scheduler after iteration n of an epoch to epoch + n / len(loader)
+    (``per_pass`` batches, uncapped), so each iteration trains at the position its predecessor
+    set. The first iteration of an epoch follows the previous epoch's last one, which is
+    ``trained - 1`` when the epoch is capped below a pass.
+    """
+    if batch == 0:
+        epoch, batch = epoch - 1, trained
+    return max(0.0, epoch + (batch - 1) / per_pass)
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group (the schedule is stepped per iteration)."""
     for group in optimizer.param_groups:

@@ -15,7 +15,7 @@ import torch
 from dia.config import ContrastiveConfig
 from dia.contrastive.augment import SimCLRAugment
 from dia.contrastive.loss import contrastive_loss, shift_loss
-from dia.contrastive.optim import lars, set_lr, warmup_cosine_lr
+from dia.contrastive.optim import lars, set_lr, step_position, warmup_cosine_lr
 from dia.contrastive.resnet import ResNet18
 from dia.contrastive.views import DissolveFn, make_views
 from dia.data.prepare import ImageBatches
@@ -92,6 +92,7 @@ class Trainer:
         self.aug_rng = torch.Generator(device).manual_seed(seed + 1)
         self.n_branches = 3 if cfg.method == "dia" else 2
         self.pass_batches = loader_batches(cfg, len(images))
+        self.epoch_batches = batches_per_epoch(cfg, len(images))
 
     def lr_at(self, epoch: float) -> float:
         cfg = self.cfg
@@ -133,9 +134,10 @@ class Trainer:
         return {"loss": loss.detach(), "loss_con": loss_con.detach(), "loss_cls": loss_cls.detach()}
 
     def train_step(self, index: torch.Tensor, epoch: int, batch: int) -> dict[str, torch.Tensor]:
-        # The official loop steps the scheduler after iteration n to epoch + n / len(loader)
-        # (len uncapped), so iteration n trains at the rate of position n - 1.
-        set_lr(self.optimizer, self.lr_at(max(0.0, epoch + (batch - 1) / self.pass_batches)))
+        position = step_position(
+            epoch, batch, trained=self.epoch_batches, per_pass=self.pass_batches
+        )
+        set_lr(self.optimizer, self.lr_at(position))
         return self.step(index)
 
     def end_epoch(self) -> None:
@@ -166,7 +168,7 @@ class Trainer:
             self,
             schedule(cfg),
             n_images=len(self.images),
-            batches=batches_per_epoch(cfg, len(self.images)),
+            batches=self.epoch_batches,
             batch_size=min(cfg.batch_size, len(self.images)),
             state_dir=state_dir,
             name=cfg.method,
