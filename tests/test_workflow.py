@@ -274,12 +274,14 @@ def test_generated_baseline_sections_type_every_field() -> None:
         ({"kdad": {"epochz": 3}}, "kdad"),
         ({"methods": {"x": {"model": "knn"}}}, "methods.x.model"),
         ({"rd4ad": {"eval_every_epochs": 0}}, "rd4ad.eval_every_epochs"),
+        ({"seeds": [0, -1]}, "seeds.1"),
+        ({"diffusion_seed": -1}, "diffusion_seed"),
     ],
 )
-def test_generated_baseline_sections_reject_bad_values(edit: dict, culprit: str) -> None:
+def test_the_schema_names_each_bad_value(edit: dict, culprit: str) -> None:
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     for key, value in edit.items():
-        config[key] = {**config.get(key, {}), **value}
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     schema = complete_schema(
         yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text()), config
     )

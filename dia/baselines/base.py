@@ -25,6 +25,7 @@ from torch import nn
 from dia.data.prepare import ImageBatches
 from dia.precision import autocast
 from dia.progress import progress
+from dia.seeds import generator
 from dia.training import EvalFn, Schedule, TrainState, run_epochs
 
 
@@ -116,7 +117,7 @@ class _BaselineTask:
     def __init__(self, model: BaselineModel, images: ImageBatches, seed: int, device: str) -> None:
         torch.manual_seed(seed)
         self.model, self.images, self.device = model, images.on(device), device
-        self.rng = torch.Generator().manual_seed(seed)
+        self.rng = generator(seed, "draws")
         self.lr_key = f"{model.cfg.section()}.lr"
         model.to(device)
         model.on_train_start(images, device)

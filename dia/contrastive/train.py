@@ -20,6 +20,7 @@ from dia.contrastive.resnet import ResNet18
 from dia.contrastive.views import DissolveFn, make_views
 from dia.data.prepare import ImageBatches
 from dia.precision import autocast
+from dia.seeds import generator
 from dia.training import EvalFn, Schedule, TrainState, run_epochs
 
 
@@ -88,8 +89,8 @@ class Trainer:
             jitter=(0.4, 0.4, 0.4, cfg.jitter_hue),
             hue_from=cfg.jitter_hue_from,
         )
-        self.rng = torch.Generator().manual_seed(seed)
-        self.aug_rng = torch.Generator(device).manual_seed(seed + 1)
+        self.rng = generator(seed, "draws")
+        self.aug_rng = generator(seed, "augment", device)
         self.n_branches = 3 if cfg.method == "dia" else 2
         self.pass_batches = loader_batches(cfg, len(images))
         self.epoch_batches = batches_per_epoch(cfg, len(images))

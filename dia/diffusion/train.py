@@ -24,6 +24,7 @@ from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.io import atomic_path
 from dia.precision import autocast
 from dia.progress import library_bars, progress
+from dia.seeds import generator
 from dia.training import READ_EVERY, Losses, read_finite
 
 
@@ -34,7 +35,7 @@ class _Run:
     def __init__(self, cfg: DiffusionConfig, seed: int, device: str) -> None:
         torch.manual_seed(seed)
         self.cfg, self.device = cfg, device
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = generator(seed, "draws")
         self.diffusion = build_diffusion(cfg).to(device)
         self.ema = EMA(
             self.diffusion,
