@@ -1,6 +1,7 @@
 """impl: official runs end to end on generated data: the official training step and CSI score
-driven by dia.official.contrastive, resumable at epoch boundaries, refused for another commit;
-and the official RD4AD, KDAD, Mean-Shift and UniAD code driven by dia.official.baselines."""
+driven by dia.official.contrastive, resumable at epoch boundaries, refused for another commit,
+stepping at the rates of our loop; and the official RD4AD, KDAD, Mean-Shift and UniAD code
+driven by dia.official.baselines."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import pytest
 import torch
 from ema_pytorch import EMA
 
+import dia.official.contrastive as adapter
 from dia.baselines import build_baseline
 from dia.config import ContrastiveConfig, DiffusionConfig, DissolveConfig, ScoreConfig
+from dia.contrastive.optim import lars
+from dia.contrastive.train import Trainer
 from dia.data.prepare import ImageBatches
 from dia.diffusion.model import build_diffusion, save_diffusion
 from dia.errors import DiaError
@@ -142,6 +146,39 @@ def test_an_official_evaluation_between_epochs_leaves_the_training_draws_alone(
     assert [epoch for epoch, _ in evaluated[1].evals] == [1]  # the final model is scored apart
     for key, value in plain[0].state_dict().items():
         torch.testing.assert_close(evaluated[0].state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.filterwarnings("ignore")  # torch deprecates step(epoch), which the official code uses
+def test_every_step_of_a_capped_run_trains_at_the_official_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three epochs of 2 of 3 batches, each loop run whole: the official one stepping its
+    scheduler after every iteration, ours through run_epochs. Every step, each epoch's first
+    one included, trains at the same rate (all in warm-up, where the official chain has no
+    recursive-cosine step; the cosine itself is tested above)."""
+    folder = official_folder("shijianjian__DIA")
+    cfg, dissolve_cfg, score = configs("csi")
+    cfg = cfg.replace(
+        batch_size=4, epochs=3, max_batches_per_epoch=2, warmup_epochs=2, eval_every_epochs=None
+    )
+    normals = ImageBatches(noise_prepared().images[:12])
+    rates: dict[str, list[float]] = {"official": [], "ours": []}
+
+    def recording(optimizer: torch.optim.Optimizer, key: str) -> torch.optim.Optimizer:
+        optimizer.register_step_pre_hook(
+            lambda opt, _args, _kwargs: rates[key].append(opt.param_groups[0]["lr"])
+        )
+        return optimizer
+
+    monkeypatch.setattr(adapter, "lars", lambda *a: recording(lars(*a), "official"))
+    run = OfficialRun(folder, cfg, dissolve_cfg, score, "cpu")
+    train_official(run, normals, seed=0, state_dir=tmp_path / "official", evaluate=None)
+    trainer = Trainer(cfg.replace(impl="native"), normals, dissolve=None, seed=0)
+    recording(trainer.optimizer, "ours")
+    trainer.fit(state_dir=tmp_path / "ours")
+    assert len(rates["official"]) == 6
+    np.testing.assert_allclose(rates["ours"], rates["official"], rtol=0, atol=1e-12)
+    assert rates["official"][2] < rates["official"][3]  # epoch 2 starts below its second step
 
 
 BASELINES = {
